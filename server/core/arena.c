@@ -1,0 +1,146 @@
+#include "core/arena.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/mem.h"
+
+/* The first chunk is sized so that a typical unary RPC (call object, a handful of headers,
+ * small request and response) never needs a second one. Requests larger than a quarter of a
+ * chunk get their own allocation ("directs", as h2o calls them). */
+#define SG_ARENA_CHUNK 4096
+#define SG_ARENA_ALIGN 16
+
+typedef struct sg_arena_chunk {
+  struct sg_arena_chunk *next;
+  size_t cap; /* usable bytes in data */
+  _Alignas(SG_ARENA_ALIGN) unsigned char data[];
+} sg_arena_chunk;
+
+struct sg_arena {
+  sg_arena_chunk *chunk; /* current chunk; the first one is never freed before sg_arena_free */
+  sg_arena_chunk *first;
+  size_t pos;            /* bump offset in chunk->data */
+  sg_arena_chunk *large; /* direct allocations */
+  size_t used;
+  ProtobufCAllocator pb;
+};
+
+static sg_arena_chunk *chunk_new(size_t cap) {
+  sg_arena_chunk *c = sg_malloc(sizeof(*c) + cap);
+  c->next = NULL;
+  c->cap = cap;
+  return c;
+}
+
+static void *pb_alloc(void *data, size_t size) {
+  return sg_arena_alloc(data, size);
+}
+
+static void pb_free(void *data, void *ptr) {
+  (void)data;
+  (void)ptr;
+}
+
+sg_arena *sg_arena_new(void) {
+  sg_arena *a = sg_calloc(1, sizeof(*a));
+  a->first = a->chunk = chunk_new(SG_ARENA_CHUNK);
+  a->pb.alloc = pb_alloc;
+  a->pb.free = pb_free;
+  a->pb.allocator_data = a;
+  return a;
+}
+
+static void free_list(sg_arena_chunk *c) {
+  while (c != NULL) {
+    sg_arena_chunk *next = c->next;
+    free(c);
+    c = next;
+  }
+}
+
+void sg_arena_reset(sg_arena *a) {
+  free_list(a->first->next);
+  free_list(a->large);
+  a->first->next = NULL;
+  a->large = NULL;
+  a->chunk = a->first;
+  a->pos = 0;
+  a->used = 0;
+}
+
+void sg_arena_free(sg_arena *a) {
+  if (a == NULL)
+    return;
+  sg_arena_reset(a);
+  free(a->first);
+  free(a);
+}
+
+void *sg_arena_alloc(sg_arena *a, size_t size) {
+  size_t need = (size + SG_ARENA_ALIGN - 1) & ~(size_t)(SG_ARENA_ALIGN - 1);
+  if (need == 0)
+    need = SG_ARENA_ALIGN;
+  if (need < size)
+    sg_fatal("arena allocation size overflow");
+  a->used += need;
+  if (need > SG_ARENA_CHUNK / 4) {
+    sg_arena_chunk *c = chunk_new(need);
+    c->next = a->large;
+    a->large = c;
+    return c->data;
+  }
+  if (a->pos + need > a->chunk->cap) {
+    sg_arena_chunk *c = chunk_new(SG_ARENA_CHUNK);
+    c->next = a->chunk->next;
+    a->chunk->next = c;
+    a->chunk = c;
+    a->pos = 0;
+  }
+  void *p = a->chunk->data + a->pos;
+  a->pos += need;
+  return p;
+}
+
+void *sg_arena_zalloc(sg_arena *a, size_t size) {
+  void *p = sg_arena_alloc(a, size);
+  memset(p, 0, size);
+  return p;
+}
+
+char *sg_arena_strndup(sg_arena *a, const char *s, size_t len) {
+  char *p = sg_arena_alloc(a, len + 1);
+  memcpy(p, s, len);
+  p[len] = '\0';
+  return p;
+}
+
+char *sg_arena_vprintf(sg_arena *a, const char *fmt, va_list ap) {
+  va_list ap2;
+  va_copy(ap2, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap2);
+  va_end(ap2);
+  if (n < 0)
+    n = 0;
+  char *p = sg_arena_alloc(a, (size_t)n + 1);
+  vsnprintf(p, (size_t)n + 1, fmt, ap);
+  return p;
+}
+
+char *sg_arena_printf(sg_arena *a, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *p = sg_arena_vprintf(a, fmt, ap);
+  va_end(ap);
+  return p;
+}
+
+ProtobufCAllocator *sg_arena_allocator(sg_arena *a) {
+  return &a->pb;
+}
+
+size_t sg_arena_used(const sg_arena *a) {
+  return a->used;
+}

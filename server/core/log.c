@@ -1,0 +1,268 @@
+#include "core/log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SG_LOG_BUF       (64 * 1024)
+#define SG_LOG_LINE_MAX  (8 * 1024) /* a line never grows past this */
+#define SG_LOG_VALUE_MAX 1024       /* longer values are cut and marked with "..." */
+
+static sg_log_level g_min = SG_LOG_INFO;
+static sg_log_format g_format = SG_LOG_TEXT;
+static int g_fd = 2;
+static pthread_mutex_t g_write_lock = PTHREAD_MUTEX_INITIALIZER;
+
+typedef struct {
+  char buf[SG_LOG_BUF];
+  size_t len;
+  size_t line_start;
+  int active;   /* inside begin..end with an enabled level */
+  int buffered;
+  time_t cached_sec; /* the formatted "YYYY-MM-DDTHH:MM:SS" below belongs to this second */
+  char cached_time[24];
+} sg_log_state;
+
+/* 64 KiB per thread that logs; zero-initialized (cached_sec 0 never matches a real clock). */
+static _Thread_local sg_log_state tls_state;
+
+static sg_log_state *state(void) {
+  return &tls_state;
+}
+
+void sg_log_init(sg_log_level min_level, sg_log_format format, int fd) {
+  g_min = min_level;
+  g_format = format;
+  g_fd = fd;
+}
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+int sg_log_parse_level(const char *s, sg_log_level *out) {
+  for (int i = 0; i < 4; i++) {
+    if (strcmp(s, level_names[i]) == 0) {
+      *out = (sg_log_level)i;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+int sg_log_parse_format(const char *s, sg_log_format *out) {
+  if (strcmp(s, "text") == 0)
+    *out = SG_LOG_TEXT;
+  else if (strcmp(s, "json") == 0)
+    *out = SG_LOG_JSON;
+  else
+    return -1;
+  return 0;
+}
+
+int sg_log_enabled(sg_log_level level) {
+  return level >= g_min;
+}
+
+static void write_all(const char *p, size_t n) {
+  pthread_mutex_lock(&g_write_lock);
+  while (n > 0) {
+    ssize_t w = write(g_fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      break; /* a log sink that fails must not take the server down */
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  pthread_mutex_unlock(&g_write_lock);
+}
+
+void sg_log_flush(void) {
+  sg_log_state *s = state();
+  size_t n = s->active ? s->line_start : s->len;
+  if (n == 0)
+    return;
+  write_all(s->buf, n);
+  memmove(s->buf, s->buf + n, s->len - n);
+  s->len -= n;
+  s->line_start -= n;
+}
+
+void sg_log_set_buffered(int on) {
+  state()->buffered = on;
+}
+
+static void put(sg_log_state *s, const char *p, size_t n) {
+  size_t room = SG_LOG_BUF - s->len;
+  if (s->len - s->line_start + n > SG_LOG_LINE_MAX - 2)
+    n = 0; /* drop the field rather than overflow the line; the line stays well formed */
+  if (n > room)
+    n = room;
+  memcpy(s->buf + s->len, p, n);
+  s->len += n;
+}
+
+static void putc_(sg_log_state *s, char c) {
+  put(s, &c, 1);
+}
+
+static void put_time(sg_log_state *s) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  if (ts.tv_sec != s->cached_sec) {
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(s->cached_time, sizeof(s->cached_time), "%Y-%m-%dT%H:%M:%S", &tm);
+    s->cached_sec = ts.tv_sec;
+  }
+  char frac[24];
+  snprintf(frac, sizeof(frac), ".%03ldZ", ts.tv_nsec / 1000000);
+  put(s, s->cached_time, strlen(s->cached_time));
+  put(s, frac, strlen(frac));
+}
+
+/* logfmt values need quotes unless they are plain tokens. */
+static int is_plain(const char *v, size_t n) {
+  if (n == 0)
+    return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)v[i];
+    if (c <= 0x20 || c >= 0x7f || c == '"' || c == '=' || c == '\\')
+      return 0;
+  }
+  return 1;
+}
+
+static void put_escaped(sg_log_state *s, const char *v, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)v[i];
+    if (c == '"' || c == '\\') {
+      putc_(s, '\\');
+      putc_(s, (char)c);
+    } else if (c < 0x20 || c >= 0x7f) {
+      /* Bytes outside printable ASCII are shown as escapes in both formats, so a client
+       * cannot inject a newline or a terminal control sequence into the log. */
+      char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+      if (g_format == SG_LOG_TEXT)
+        put(s, (char[]){'\\', 'x', hex[c >> 4], hex[c & 15]}, 4);
+      else
+        put(s, e, 6);
+    } else {
+      putc_(s, (char)c);
+    }
+  }
+}
+
+static void put_key(sg_log_state *s, const char *key) {
+  if (g_format == SG_LOG_JSON) {
+    put(s, ",\"", 2);
+    put(s, key, strlen(key));
+    put(s, "\":", 2);
+  } else {
+    putc_(s, ' ');
+    put(s, key, strlen(key));
+    putc_(s, '=');
+  }
+}
+
+void sg_log_begin(sg_log_level level, const char *event) {
+  sg_log_state *s = state();
+  s->active = level >= g_min;
+  if (!s->active)
+    return;
+  if (SG_LOG_BUF - s->len < SG_LOG_LINE_MAX)
+    sg_log_flush();
+  s->line_start = s->len;
+  if (g_format == SG_LOG_JSON) {
+    put(s, "{\"time\":\"", 9);
+    put_time(s);
+    put(s, "\",\"level\":\"", 11);
+    put(s, level_names[level], strlen(level_names[level]));
+    put(s, "\",\"msg\":\"", 9);
+    put_escaped(s, event, strlen(event));
+    putc_(s, '"');
+  } else {
+    put(s, "time=", 5);
+    put_time(s);
+    put(s, " level=", 7);
+    put(s, level_names[level], strlen(level_names[level]));
+    put(s, " msg=", 5);
+    put_escaped(s, event, strlen(event));
+  }
+}
+
+void sg_log_str(const char *key, const char *value, size_t len) {
+  sg_log_state *s = state();
+  if (!s->active)
+    return;
+  int cut = len > SG_LOG_VALUE_MAX;
+  if (cut)
+    len = SG_LOG_VALUE_MAX;
+  put_key(s, key);
+  int quote = g_format == SG_LOG_JSON || cut || !is_plain(value, len);
+  if (quote)
+    putc_(s, '"');
+  put_escaped(s, value, len);
+  if (cut)
+    put(s, "...", 3);
+  if (quote)
+    putc_(s, '"');
+}
+
+void sg_log_cstr(const char *key, const char *value) {
+  if (value == NULL)
+    value = "";
+  sg_log_str(key, value, strlen(value));
+}
+
+void sg_log_int(const char *key, int64_t value) {
+  sg_log_state *s = state();
+  if (!s->active)
+    return;
+  char num[24];
+  int n = snprintf(num, sizeof(num), "%lld", (long long)value);
+  put_key(s, key);
+  put(s, num, (size_t)n);
+}
+
+void sg_log_double(const char *key, double value) {
+  sg_log_state *s = state();
+  if (!s->active)
+    return;
+  char num[32];
+  int n = snprintf(num, sizeof(num), "%.3f", value);
+  put_key(s, key);
+  put(s, num, (size_t)n);
+}
+
+void sg_log_end(void) {
+  sg_log_state *s = state();
+  if (!s->active)
+    return;
+  /* put() always leaves room for the two closing bytes of a line (SG_LOG_LINE_MAX - 2). */
+  if (g_format == SG_LOG_JSON)
+    s->buf[s->len++] = '}';
+  s->buf[s->len++] = '\n';
+  s->active = 0;
+  s->line_start = s->len;
+  if (!s->buffered || SG_LOG_BUF - s->len < SG_LOG_LINE_MAX)
+    sg_log_flush();
+}
+
+void sg_logf(sg_log_level level, const char *event, const char *fmt, ...) {
+  if (level < g_min)
+    return;
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  sg_log_begin(level, event);
+  sg_log_cstr("detail", msg);
+  sg_log_end();
+}

@@ -1,0 +1,37 @@
+/* sealgate: the secrets gateway. One binary, one command word per job. */
+#include <stdio.h>
+#include <string.h>
+
+#include "serve.h"
+
+#ifndef SG_VERSION
+#define SG_VERSION "dev"
+#endif
+
+static void usage(FILE *out) {
+  fprintf(out, "usage: sealgate COMMAND [flags]\n\n"
+               "commands:\n"
+               "  serve     run the gateway (sealgate serve --help for its flags)\n"
+               "  version   print the version\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "serve") == 0)
+    return sg_serve_main(argc - 2, argv + 2, NULL);
+  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+    printf("sealgate %s\n", SG_VERSION);
+    return 0;
+  }
+  if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  fprintf(stderr, "sealgate: unknown command \"%s\"\n\n", cmd);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,385 @@
+#include "serve.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "core/flags.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "net/conn.h"
+#include "net/listener.h"
+#include "net/loop.h"
+#include "net/tls.h"
+#include "service/api.h"
+#include "service/health.h"
+#include "service/reflection.h"
+
+extern const unsigned char sg_descriptor_set[];
+extern const size_t sg_descriptor_set_len;
+
+typedef struct {
+  const char *grpc_listen;
+  const char *grpc_tls_listen;
+  const char *tls_cert, *tls_key, *tls_client_ca;
+  long long threads;
+  long long max_message_bytes;
+  long long max_concurrent_streams;
+  long long max_header_list_bytes;
+  long long idle_timeout;
+  long long handshake_timeout;
+  long long shutdown_grace;
+  const char *log_level, *log_format;
+} serve_config;
+
+static serve_config cfg = {
+    .grpc_listen = "127.0.0.1:50051",
+    .threads = 0,
+    .max_message_bytes = 4 << 20,
+    .max_concurrent_streams = 100,
+    .max_header_list_bytes = 16 << 10,
+    .idle_timeout = 300,
+    .handshake_timeout = 10,
+    .shutdown_grace = 30,
+    .log_level = "info",
+    .log_format = "text",
+};
+
+static const sg_flag flags[] = {
+    {"grpc-listen", SG_FLAG_STR, &cfg.grpc_listen, 0, 0, "HOST:PORT",
+     "cleartext HTTP/2 (h2c, prior knowledge) gRPC listener; \"off\" for none"},
+    {"grpc-tls-listen", SG_FLAG_STR, &cfg.grpc_tls_listen, 0, 0, "HOST:PORT",
+     "TLS gRPC listener (ALPN h2); needs --tls-cert and --tls-key"},
+    {"tls-cert", SG_FLAG_STR, &cfg.tls_cert, 0, 0, "FILE", "PEM certificate chain"},
+    {"tls-key", SG_FLAG_STR, &cfg.tls_key, 0, 0, "FILE", "PEM private key"},
+    {"tls-client-ca", SG_FLAG_STR, &cfg.tls_client_ca, 0, 0, "FILE",
+     "require client certificates issued by this CA bundle"},
+    {"threads", SG_FLAG_INT, &cfg.threads, 0, 256, "N", "event-loop threads (0: one per core)"},
+    {"max-message-bytes", SG_FLAG_BYTES, &cfg.max_message_bytes, 1024, 1LL << 30, "SIZE",
+     "largest request message, also after decompression (default 4MiB)"},
+    {"max-concurrent-streams", SG_FLAG_INT, &cfg.max_concurrent_streams, 1, 100000, "N",
+     "concurrent calls per connection (default 100)"},
+    {"max-header-list-bytes", SG_FLAG_BYTES, &cfg.max_header_list_bytes, 1024, 1 << 20, "SIZE",
+     "request metadata per call (default 16KiB)"},
+    {"idle-timeout", SG_FLAG_INT, &cfg.idle_timeout, 0, 86400, "SECONDS",
+     "close connections with no call for this long (default 300; 0: never)"},
+    {"handshake-timeout", SG_FLAG_INT, &cfg.handshake_timeout, 1, 3600, "SECONDS",
+     "TLS handshakes must finish within this (default 10)"},
+    {"shutdown-grace", SG_FLAG_INT, &cfg.shutdown_grace, 0, 3600, "SECONDS",
+     "on SIGTERM, wait this long for calls in flight (default 30)"},
+    {"log-level", SG_FLAG_STR, &cfg.log_level, 0, 0, "LEVEL", "debug, info, warn or error"},
+    {"log-format", SG_FLAG_STR, &cfg.log_format, 0, 0, "FORMAT", "text (logfmt) or json"},
+};
+
+static void usage(FILE *out) {
+  fprintf(out, "usage: sealgate serve [flags]\n\n"
+               "Runs the gateway. Each flag can also be set through the environment variable "
+               "shown.\n\nflags:\n");
+  sg_flags_usage(out, flags, SG_ARRAY_LEN(flags));
+}
+
+/* --- Process state ------------------------------------------------------------------------- */
+
+typedef struct {
+  int fd;
+  struct event *ev;
+  const sg_conn_options *opts;
+  const char *kind;
+} listener;
+
+static struct {
+  sg_loop *main;
+  sg_loop **workers;
+  size_t n_workers, next_worker, drained;
+  listener listeners[2];
+  size_t n_listeners;
+  struct event *sigterm, *sigint, *grace, *accept_pause;
+  int stopping;
+  sg_h2_options h2;
+  sg_conn_options plain, tls;
+} srv;
+
+typedef struct {
+  int fd;
+  const sg_conn_options *opts;
+  char peer[64];
+} accepted;
+
+static void start_conn(void *arg) {
+  accepted *a = arg;
+  sg_conn_start(sg_loop_current(), a->fd, a->peer, a->opts);
+  free(a);
+}
+
+static void resume_accepting(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  (void)arg;
+  for (size_t i = 0; i < srv.n_listeners && !srv.stopping; i++)
+    event_add(srv.listeners[i].ev, NULL);
+}
+
+/* Accepts on the main thread and deals connections round-robin to the worker loops, so load
+ * spreads evenly whatever the kernel's wake-up order. */
+static void on_accept(evutil_socket_t fd, short what, void *arg) {
+  (void)what;
+  listener *l = arg;
+  for (int i = 0; i < 64; i++) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (cfd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        /* Out of descriptors: stop accepting for a moment instead of spinning. */
+        sg_logf(SG_LOG_WARN, "accept_paused", "%s; pausing accepts for 100 ms",
+                strerror(errno));
+        for (size_t j = 0; j < srv.n_listeners; j++)
+          event_del(srv.listeners[j].ev);
+        struct timeval tv = {0, 100000};
+        event_add(srv.accept_pause, &tv);
+      }
+      return;
+    }
+    accepted *a = sg_malloc(sizeof(*a));
+    a->fd = cfd;
+    a->opts = l->opts;
+    sg_addr_format((struct sockaddr *)&ss, a->peer, sizeof(a->peer));
+    sg_loop_post(srv.workers[srv.next_worker++ % srv.n_workers], start_conn, a);
+  }
+}
+
+/* --- Shutdown ------------------------------------------------------------------------------ */
+
+static void worker_drained(void *arg);
+
+static void main_count_drained(void *arg) {
+  (void)arg;
+  if (++srv.drained == srv.n_workers)
+    sg_loop_stop(srv.main);
+}
+
+static void worker_drained(void *arg) {
+  sg_loop_stop(arg);
+  sg_loop_post(srv.main, main_count_drained, NULL);
+}
+
+static void worker_drain(void *arg) {
+  sg_health_end_watches();
+  sg_conn_drain_all(worker_drained, arg);
+}
+
+static void worker_force_close(void *arg) {
+  (void)arg;
+  sg_conn_close_all();
+}
+
+static void force_close(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  (void)arg;
+  sg_logf(SG_LOG_WARN, "shutdown", "grace period over; closing remaining connections");
+  for (size_t i = 0; i < srv.n_workers; i++)
+    sg_loop_post(srv.workers[i], worker_force_close, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg) {
+  (void)what;
+  (void)arg;
+  if (srv.stopping) {
+    force_close(-1, 0, NULL); /* a second signal: do not wait any longer */
+    return;
+  }
+  srv.stopping = 1;
+  sg_logf(SG_LOG_INFO, "shutdown", "%s received: draining connections",
+          sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  for (size_t i = 0; i < srv.n_listeners; i++) {
+    event_del(srv.listeners[i].ev);
+    close(srv.listeners[i].fd);
+  }
+  /* Watchers hear NOT_SERVING first: the mailbox keeps order, so this reaches each loop
+   * before the drain does. */
+  sg_health_set_all(SG_HEALTH_NOT_SERVING);
+  for (size_t i = 0; i < srv.n_workers; i++)
+    sg_loop_post(srv.workers[i], worker_drain, srv.workers[i]);
+  struct timeval tv = {(time_t)cfg.shutdown_grace, 0};
+  event_add(srv.grace, &tv);
+}
+
+/* --- Start-up ------------------------------------------------------------------------------ */
+
+static void raise_fd_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+static int add_listener(const char *addr, const sg_conn_options *opts, const char *kind) {
+  char err[256];
+  int fd = sg_listener_open(addr, err, sizeof(err));
+  if (fd < 0) {
+    fprintf(stderr, "sealgate: --%s: %s\n", kind, err);
+    return -1;
+  }
+  listener *l = &srv.listeners[srv.n_listeners++];
+  l->fd = fd;
+  l->opts = opts;
+  l->kind = kind;
+  l->ev = event_new(sg_loop_base(srv.main), fd, EV_READ | EV_PERSIST, on_accept, l);
+  event_add(l->ev, NULL);
+  char where[80];
+  sg_listener_address(fd, where, sizeof(where));
+  sg_log_begin(SG_LOG_INFO, "listening");
+  sg_log_cstr("listener", kind);
+  sg_log_cstr("address", where);
+  sg_log_end();
+  return 0;
+}
+
+static int check_config(void) {
+  sg_log_level level;
+  sg_log_format format;
+  if (sg_log_parse_level(cfg.log_level, &level) != 0) {
+    fprintf(stderr, "sealgate: --log-level must be debug, info, warn or error\n");
+    return -1;
+  }
+  if (sg_log_parse_format(cfg.log_format, &format) != 0) {
+    fprintf(stderr, "sealgate: --log-format must be text or json\n");
+    return -1;
+  }
+  sg_log_init(level, format, STDERR_FILENO);
+  int has_tls_files = cfg.tls_cert != NULL || cfg.tls_key != NULL;
+  if (cfg.grpc_tls_listen != NULL && (cfg.tls_cert == NULL || cfg.tls_key == NULL)) {
+    fprintf(stderr, "sealgate: --grpc-tls-listen needs --tls-cert and --tls-key\n");
+    return -1;
+  }
+  if (cfg.grpc_tls_listen == NULL && (has_tls_files || cfg.tls_client_ca != NULL)) {
+    fprintf(stderr, "sealgate: --tls-cert, --tls-key and --tls-client-ca need "
+                    "--grpc-tls-listen\n");
+    return -1;
+  }
+  int plain = strcmp(cfg.grpc_listen, "off") != 0;
+  if (!plain && cfg.grpc_tls_listen == NULL) {
+    fprintf(stderr, "sealgate: no listener: set --grpc-listen or --grpc-tls-listen\n");
+    return -1;
+  }
+  return 0;
+}
+
+static sg_router *build_router(const sg_serve_extras *extras) {
+  sg_router *router = sg_router_new();
+  sg_router_add(router, &sg_health_service);
+  sg_router_add(router, &sg_reflection_v1_service);
+  sg_router_add(router, &sg_reflection_v1alpha_service);
+  sg_api_register(router);
+  for (size_t i = 0; extras != NULL && i < extras->n_services; i++)
+    sg_router_add(router, extras->services[i]);
+  sg_health_register("");
+  size_t n;
+  const sg_service *const *svcs = sg_router_services(router, &n);
+  for (size_t i = 0; i < n; i++)
+    sg_health_register(svcs[i]->descriptor->name);
+  return router;
+}
+
+int sg_serve_main(int argc, char **argv, const sg_serve_extras *extras) {
+  char err[512];
+  int rv = sg_flags_parse(flags, SG_ARRAY_LEN(flags), argc, argv, NULL, err, sizeof(err));
+  if (rv == SG_FLAGS_HELP) {
+    usage(stdout);
+    return 0;
+  }
+  if (rv != SG_FLAGS_OK) {
+    fprintf(stderr, "sealgate serve: %s\n", err);
+    return 2;
+  }
+  if (check_config() != 0)
+    return 2;
+  signal(SIGPIPE, SIG_IGN);
+  raise_fd_limit();
+
+  sg_router *router = build_router(extras);
+  const uint8_t *set = extras && extras->descriptor_set ? extras->descriptor_set
+                                                         : sg_descriptor_set;
+  size_t set_len = extras && extras->descriptor_set ? extras->descriptor_set_len
+                                                    : sg_descriptor_set_len;
+  if (sg_reflection_init(set, set_len, router) != 0)
+    sg_fatal("the embedded descriptor set does not parse");
+
+  srv.h2 = (sg_h2_options){
+      .router = router,
+      .max_message_bytes = (size_t)cfg.max_message_bytes,
+      .max_concurrent_streams = (uint32_t)cfg.max_concurrent_streams,
+      .max_header_list_bytes = (uint32_t)cfg.max_header_list_bytes,
+      .reset_burst = 500,
+      .reset_rate = 100,
+  };
+  srv.plain = (sg_conn_options){&srv.h2, NULL, cfg.idle_timeout * 1000,
+                                cfg.handshake_timeout * 1000};
+  srv.tls = srv.plain;
+  if (cfg.grpc_tls_listen != NULL) {
+    srv.tls.tls = sg_tls_server_ctx(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca, err,
+                                    sizeof(err));
+    if (srv.tls.tls == NULL) {
+      fprintf(stderr, "sealgate: %s\n", err);
+      return 1;
+    }
+  }
+
+  srv.main = sg_loop_new(0);
+  struct event_base *base = sg_loop_base(srv.main);
+  if (strcmp(cfg.grpc_listen, "off") != 0 &&
+      add_listener(cfg.grpc_listen, &srv.plain, "grpc-listen") != 0)
+    return 1;
+  if (cfg.grpc_tls_listen != NULL &&
+      add_listener(cfg.grpc_tls_listen, &srv.tls, "grpc-tls-listen") != 0)
+    return 1;
+
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  srv.n_workers = cfg.threads > 0 ? (size_t)cfg.threads : (size_t)(cores > 0 ? cores : 1);
+  srv.workers = sg_calloc(srv.n_workers, sizeof(*srv.workers));
+  for (size_t i = 0; i < srv.n_workers; i++) {
+    srv.workers[i] = sg_loop_new((unsigned)i + 1);
+    if (sg_loop_start(srv.workers[i]) != 0)
+      sg_fatal("cannot start an event-loop thread");
+  }
+  srv.sigterm = evsignal_new(base, SIGTERM, on_signal, NULL);
+  srv.sigint = evsignal_new(base, SIGINT, on_signal, NULL);
+  srv.grace = evtimer_new(base, force_close, NULL);
+  srv.accept_pause = evtimer_new(base, resume_accepting, NULL);
+  event_add(srv.sigterm, NULL);
+  event_add(srv.sigint, NULL);
+  sg_logf(SG_LOG_INFO, "started", "sealgate serving with %zu event-loop threads",
+          srv.n_workers);
+
+  sg_loop_run(srv.main);
+
+  for (size_t i = 0; i < srv.n_workers; i++) {
+    sg_loop_join(srv.workers[i]);
+    sg_loop_free(srv.workers[i]);
+  }
+  for (size_t i = 0; i < srv.n_listeners; i++)
+    event_free(srv.listeners[i].ev);
+  event_free(srv.sigterm);
+  event_free(srv.sigint);
+  event_free(srv.grace);
+  event_free(srv.accept_pause);
+  sg_loop_free(srv.main);
+  free(srv.workers);
+  if (srv.tls.tls != NULL)
+    SSL_CTX_free(srv.tls.tls);
+  sg_reflection_cleanup();
+  sg_health_reset();
+  sg_router_free(router);
+  sg_logf(SG_LOG_INFO, "stopped", "all connections closed");
+  sg_log_flush();
+  return 0;
+}
