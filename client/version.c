@@ -1,0 +1,5 @@
+#include "sealgate/sealgate.h"
+
+const char *sealgate_version(void) {
+  return SG_VERSION;
+}

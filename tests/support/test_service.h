@@ -1,0 +1,10 @@
+/* sealgate.testing.v1.TestService: a slow, failing, streaming, metadata-echoing service for
+ * the end-to-end tests (see tests/proto/sealgate/testing/v1/test_service.proto). */
+#ifndef SG_TEST_SERVICE_H
+#define SG_TEST_SERVICE_H
+
+#include "rpc/call.h"
+
+extern const sg_service sg_test_service;
+
+#endif
