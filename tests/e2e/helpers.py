@@ -1,0 +1,292 @@
+"""Shared plumbing for sealgate's end-to-end suites: Python stubs generated at test start, a
+test server run as a child process with its log captured, throwaway TLS material, and raw gRPC
+requests over curl for the cases grpcio will not send.
+
+Every wait here is bounded; every process started here is killed by its owner's tearDown.
+"""
+
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+SOURCE_ROOT = os.environ.get(
+    "SEALGATE_SOURCE_ROOT",
+    os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+TEST_SERVER = os.environ.get(
+    "SEALGATE_TEST_SERVER",
+    os.path.join(SOURCE_ROOT, "build", "tests", "support", "sealgate-test-server"))
+
+GRPC_PROTO_ROOT = "/usr/share/grpc-proto"
+PROTOBUF_INCLUDE = "/usr/include"
+
+# How long a server may take to print its listening lines, or to exit after SIGTERM/SIGKILL.
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+
+
+# --------------------------------------------------------------------------------------------
+# Stubs
+
+# The grpc-proto files would generate into a top-level Python package named `grpc`, shadowing
+# grpcio itself. So they are copied into a staging tree under `grpcstubs/` before protoc runs:
+# the Python modules become grpcstubs.health.v1.health_pb2 and so on, while the proto packages
+# (and therefore the method paths on the wire, /grpc.health.v1.Health/Check) are unchanged.
+_GRPC_PROTOS = [
+    "health/v1/health.proto",
+    "reflection/v1/reflection.proto",
+    "reflection/v1alpha/reflection.proto",
+]
+
+
+class Stubs:
+    """The generated modules, by short name."""
+
+    def __init__(self):
+        import importlib
+        imp = importlib.import_module
+        self.health_pb2 = imp("grpcstubs.health.v1.health_pb2")
+        self.health_grpc = imp("grpcstubs.health.v1.health_pb2_grpc")
+        self.reflection_v1_pb2 = imp("grpcstubs.reflection.v1.reflection_pb2")
+        self.reflection_v1_grpc = imp("grpcstubs.reflection.v1.reflection_pb2_grpc")
+        self.reflection_v1alpha_pb2 = imp("grpcstubs.reflection.v1alpha.reflection_pb2")
+        self.reflection_v1alpha_grpc = imp("grpcstubs.reflection.v1alpha.reflection_pb2_grpc")
+        self.secret_store_pb2 = imp("sealgate.v1.secret_store_pb2")
+        self.secret_store_grpc = imp("sealgate.v1.secret_store_pb2_grpc")
+        self.test_pb2 = imp("sealgate.testing.v1.test_service_pb2")
+        self.test_grpc = imp("sealgate.testing.v1.test_service_pb2_grpc")
+
+
+_stubs = None
+_stubs_dir = None
+
+
+def stubs():
+    """Generates the Python stubs once per process (into a temp dir put on sys.path) and
+    returns them. Raises if protoc fails."""
+    global _stubs, _stubs_dir
+    if _stubs is not None:
+        return _stubs
+    _stubs_dir = tempfile.mkdtemp(prefix="sealgate-e2e-stubs-")
+    staging = os.path.join(_stubs_dir, "protos")
+    out = os.path.join(_stubs_dir, "py")
+    os.makedirs(out)
+    for rel in _GRPC_PROTOS:
+        dst = os.path.join(staging, "grpcstubs", rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copy(os.path.join(GRPC_PROTO_ROOT, "grpc", rel), dst)
+    proto_root = os.path.join(SOURCE_ROOT, "proto")
+    test_proto_root = os.path.join(SOURCE_ROOT, "tests", "proto")
+    sealgate_protos = sorted(
+        os.path.join("sealgate", "v1", f)
+        for f in os.listdir(os.path.join(proto_root, "sealgate", "v1")) if f.endswith(".proto"))
+    files = ([os.path.join("grpcstubs", rel) for rel in _GRPC_PROTOS] + sealgate_protos +
+             ["sealgate/testing/v1/test_service.proto"])
+    cmd = ["protoc", "-I" + staging, "-I" + proto_root, "-I" + test_proto_root,
+           "-I" + PROTOBUF_INCLUDE, "-I" + GRPC_PROTO_ROOT,
+           "--python_out=" + out, "--grpc_out=" + out,
+           "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin"] + files
+    subprocess.run(cmd, check=True, timeout=60)
+    sys.path.insert(0, out)
+    _stubs = Stubs()
+    return _stubs
+
+
+# --------------------------------------------------------------------------------------------
+# Server process
+
+_LISTENING = re.compile(r"msg=listening listener=(\S+) address=(\S+)")
+
+
+class Server:
+    """One sealgate-test-server child. Its stderr (the log) goes to a temp file that tests read
+    with log(); stop() is idempotent and always leaves the process reaped."""
+
+    def __init__(self, *flags, listeners=("grpc-listen",), binary=None):
+        self.workdir = tempfile.mkdtemp(prefix="sealgate-e2e-server-")
+        self.log_path = os.path.join(self.workdir, "server.log")
+        self._log = open(self.log_path, "wb")
+        args = [binary or TEST_SERVER, "serve"]
+        if "--grpc-listen" not in flags:
+            args += ["--grpc-listen", "127.0.0.1:0"]
+        args += list(flags)
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=self._log)
+        self.addresses = {}
+        try:
+            self._wait_listening(set(listeners))
+        except Exception:
+            self.stop()
+            raise
+
+    def _wait_listening(self, wanted):
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for name, addr in _LISTENING.findall(self.log()):
+                self.addresses[name] = addr
+            if wanted <= set(self.addresses):
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited with %s before listening:\n%s" %
+                                   (self.proc.returncode, self.log()))
+            time.sleep(0.02)
+        raise RuntimeError("server did not report %s within %ss:\n%s" %
+                           (sorted(wanted), START_TIMEOUT_S, self.log()))
+
+    def port(self, listener="grpc-listen"):
+        return int(self.addresses[listener].rsplit(":", 1)[1])
+
+    @property
+    def target(self):
+        """host:port of the cleartext listener."""
+        return "127.0.0.1:%d" % self.port()
+
+    def log(self):
+        with open(self.log_path, "r", encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def wait_for_log(self, pattern, timeout=5.0, count=1):
+        """Polls the log until the regex `pattern` matches at least `count` times; returns the
+        matching lines (possibly fewer than `count` if the timeout passed)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [l for l in self.log().splitlines() if rx.search(l)]
+            if len(lines) >= count or time.monotonic() >= deadline:
+                return lines
+            time.sleep(0.02)
+
+    def terminate(self):
+        """Sends SIGTERM (the graceful shutdown request)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout):
+        """Returns the exit status, or None if the process is still running after `timeout`."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            if self.wait(STOP_TIMEOUT_S) is None:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+        if not self._log.closed:
+            self._log.close()
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# TLS material
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, timeout=60,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _issue(cwd, ca, name, subject, extensions):
+    """Writes NAME.key and NAME.pem: an EC P-256 key and a cert signed by CA.{key,pem}."""
+    with open(os.path.join(cwd, name + ".ext"), "w") as f:
+        f.write(extensions)
+    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", name + ".key", "-subj", subject, "-out", name + ".csr", cwd=cwd)
+    _openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
+             "-CAcreateserial", "-days", "2", "-sha256", "-extfile", name + ".ext",
+             "-out", name + ".pem", cwd=cwd)
+
+
+def make_ca(cwd, name):
+    """Writes NAME.key and NAME.pem: a self-signed CA."""
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", name + ".key", "-out", name + ".pem", "-days", "2",
+             "-subj", "/CN=sealgate e2e " + name,
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=cwd)
+
+
+class TlsMaterial:
+    """A throwaway CA with a server cert (localhost, 127.0.0.1) and a client cert; all paths
+    absolute, bytes available through read()."""
+
+    def __init__(self, cwd):
+        self.dir = cwd
+        make_ca(cwd, "ca")
+        _issue(cwd, "ca", "server", "/CN=localhost",
+               "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+               "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
+        _issue(cwd, "ca", "client", "/CN=sealgate e2e client",
+               "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+               "extendedKeyUsage=clientAuth\n")
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def read(self, name):
+        with open(self.path(name), "rb") as f:
+            return f.read()
+
+
+# --------------------------------------------------------------------------------------------
+# Raw gRPC over curl
+
+def frame(message_bytes, compressed=False):
+    """A gRPC Length-Prefixed-Message: flag byte, 4-byte big-endian length, message."""
+    return struct.pack(">BI", 1 if compressed else 0, len(message_bytes)) + message_bytes
+
+
+class CurlResult:
+    def __init__(self, returncode, headers, body, stderr):
+        self.returncode = returncode
+        self.headers = headers    # list of (lower-case name, value), response headers + trailers
+        self.body = body
+        self.stderr = stderr
+
+    def header(self, name):
+        """The last value of header or trailer `name`, or None."""
+        values = [v for n, v in self.headers if n == name]
+        return values[-1] if values else None
+
+    @property
+    def http_status(self):
+        m = [l for l in self.stderr.splitlines() if l.startswith("< HTTP/2 ")]
+        return int(m[-1].split()[2]) if m else None
+
+
+def curl_post(url, body, headers, timeout=15.0):
+    """POSTs `body` over h2c (prior knowledge) with curl and returns a CurlResult. Headers and
+    trailers are both taken from curl's -v trace ("< name: value" lines), which lists trailers
+    as they arrive."""
+    with tempfile.TemporaryDirectory(prefix="sealgate-e2e-curl-") as d:
+        body_path = os.path.join(d, "body")
+        out_path = os.path.join(d, "out")
+        with open(body_path, "wb") as f:
+            f.write(body)
+        cmd = ["curl", "-sS", "-v", "--http2-prior-knowledge", "--max-time", str(timeout),
+               "-X", "POST", "--data-binary", "@" + body_path, "-o", out_path]
+        for name, value in headers:
+            cmd += ["-H", "%s: %s" % (name, value)]
+        cmd.append(url)
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=timeout + 10)
+        stderr = p.stderr.decode("utf-8", "replace")
+        got = []
+        for line in stderr.splitlines():
+            if line.startswith("< ") and ":" in line[2:] and not line.startswith("< HTTP/"):
+                name, _, value = line[2:].partition(":")
+                got.append((name.strip().lower(), value.strip()))
+        body_out = b""
+        if os.path.exists(out_path):
+            with open(out_path, "rb") as f:
+                body_out = f.read()
+        return CurlResult(p.returncode, got, body_out, stderr)

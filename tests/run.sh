@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test from a fresh clone: installs the Debian packages the tests need, builds,
+# runs the whole suite (Criterion units, end-to-end tests with real gRPC peers), then builds
+# again under AddressSanitizer + UndefinedBehaviorSanitizer and runs the suite a second time.
+#   tests/run.sh            everything
+#   tests/run.sh --quick    the plain build only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+deploy/install-deps.sh test
+
+run_suite() { # build dir, extra meson options...
+  local dir=$1
+  shift
+  [ -d "$dir" ] || meson setup "$dir" "$@" >/dev/null
+  ninja -C "$dir"
+  meson test -C "$dir" --print-errorlogs --num-processes 2
+}
+
+echo "== plain build =="
+run_suite build
+
+if [ "$quick" -eq 0 ]; then
+  echo "== AddressSanitizer + UndefinedBehaviorSanitizer =="
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
+  export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+  run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
+fi
+echo "all tests passed"
