@@ -336,6 +336,14 @@ int sg_serve_main(int argc, char **argv, const sg_serve_extras *extras) {
 
   srv.main = sg_loop_new(0);
   struct event_base *base = sg_loop_base(srv.main);
+  /* Signal handlers go in before the first "listening" line: whoever reads that line may
+   * send SIGTERM at once. */
+  srv.sigterm = evsignal_new(base, SIGTERM, on_signal, NULL);
+  srv.sigint = evsignal_new(base, SIGINT, on_signal, NULL);
+  srv.grace = evtimer_new(base, force_close, NULL);
+  srv.accept_pause = evtimer_new(base, resume_accepting, NULL);
+  event_add(srv.sigterm, NULL);
+  event_add(srv.sigint, NULL);
   if (strcmp(cfg.grpc_listen, "off") != 0 &&
       add_listener(cfg.grpc_listen, &srv.plain, "grpc-listen") != 0)
     return 1;
@@ -351,17 +359,15 @@ int sg_serve_main(int argc, char **argv, const sg_serve_extras *extras) {
     if (sg_loop_start(srv.workers[i]) != 0)
       sg_fatal("cannot start an event-loop thread");
   }
-  srv.sigterm = evsignal_new(base, SIGTERM, on_signal, NULL);
-  srv.sigint = evsignal_new(base, SIGINT, on_signal, NULL);
-  srv.grace = evtimer_new(base, force_close, NULL);
-  srv.accept_pause = evtimer_new(base, resume_accepting, NULL);
-  event_add(srv.sigterm, NULL);
-  event_add(srv.sigint, NULL);
   sg_logf(SG_LOG_INFO, "started", "sealgate serving with %zu event-loop threads",
           srv.n_workers);
 
   sg_loop_run(srv.main);
 
+  /* Freeing the signal events restores the default action, which would turn a late second
+   * SIGTERM into a kill during the last clean-up. We are leaving anyway. */
+  signal(SIGTERM, SIG_IGN);
+  signal(SIGINT, SIG_IGN);
   for (size_t i = 0; i < srv.n_workers; i++) {
     sg_loop_join(srv.workers[i]);
     sg_loop_free(srv.workers[i]);

@@ -83,7 +83,8 @@ void *sg_arena_alloc(sg_arena *a, size_t size) {
   size_t need = (size + SG_ARENA_ALIGN - 1) & ~(size_t)(SG_ARENA_ALIGN - 1);
   if (need == 0)
     need = SG_ARENA_ALIGN;
-  if (need < size)
+  /* Rounding up must not wrap, nor may the chunk header added by chunk_new. */
+  if (need < size || need > SIZE_MAX - sizeof(sg_arena_chunk))
     sg_fatal("arena allocation size overflow");
   a->used += need;
   if (need > SG_ARENA_CHUNK / 4) {

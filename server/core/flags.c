@@ -98,9 +98,14 @@ static int assign(const sg_flag *f, const char *value, int from_env, const char 
       list_add(l, value);
       return 0;
     }
-    char *copy = sg_strdup(value), *save = NULL;
-    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
-      list_add(l, tok);
+    /* Each item is its own copy, so that a command-line list replacing this one can free
+     * them (see list_reset) and an empty value allocates nothing. */
+    for (const char *p = value; *p != '\0';) {
+      size_t len = strcspn(p, ",");
+      if (len > 0)
+        list_add(l, sg_strndup(p, len));
+      p += len + (p[len] == ',');
+    }
     return 0;
   }
   }
@@ -114,15 +119,32 @@ static const sg_flag *find(const sg_flag *flags, size_t n, const char *name, siz
   return NULL;
 }
 
-static int apply_env(const sg_flag *flags, size_t n, char *err, size_t errlen) {
+/* Empties a list before its first item from the environment or the command line. |owned| says
+ * the list was filled from the environment (its array and items are ours to free); otherwise
+ * it holds the caller's default, whose array must not be grown or freed, only let go of. */
+static void list_reset(sg_strlist *l, int owned) {
+  if (owned) {
+    for (size_t i = 0; i < l->n; i++)
+      free((char *)l->items[i]);
+    free(l->items);
+  }
+  l->items = NULL;
+  l->n = 0;
+}
+
+/* Applies the SEALGATE_* variables; sets from_env[i] for each list it fills. */
+static int apply_env(const sg_flag *flags, size_t n, unsigned char *from_env, char *err,
+                     size_t errlen) {
   for (size_t i = 0; i < n; i++) {
     char name[96];
     env_name(flags[i].name, name, sizeof(name));
     const char *v = getenv(name);
     if (v == NULL)
       continue;
-    if (flags[i].type == SG_FLAG_LIST)
-      ((sg_strlist *)flags[i].dst)->n = 0;
+    if (flags[i].type == SG_FLAG_LIST) {
+      list_reset(flags[i].dst, 0); /* the default belongs to the caller */
+      from_env[i] = 1;
+    }
     if (assign(&flags[i], v, 1, name, err, errlen) != 0)
       return -1;
   }
@@ -131,8 +153,11 @@ static int apply_env(const sg_flag *flags, size_t n, char *err, size_t errlen) {
 
 int sg_flags_parse(const sg_flag *flags, size_t n, int argc, char **argv, sg_positionals *pos,
                    char *err, size_t errlen) {
-  if (apply_env(flags, n, err, errlen) != 0)
+  unsigned char *from_env = sg_calloc(n, 1);
+  if (apply_env(flags, n, from_env, err, errlen) != 0) {
+    free(from_env);
     return SG_FLAGS_ERROR;
+  }
   /* A list given on the command line replaces the one from the environment. */
   unsigned char *seen = sg_calloc(n, 1);
   int rc = SG_FLAGS_OK;
@@ -173,7 +198,7 @@ int sg_flags_parse(const sg_flag *flags, size_t n, int argc, char **argv, sg_pos
     }
     size_t idx = (size_t)(f - flags);
     if (f->type == SG_FLAG_LIST && !seen[idx])
-      ((sg_strlist *)f->dst)->n = 0;
+      list_reset(f->dst, from_env[idx]);
     seen[idx] = 1;
     char origin[80];
     snprintf(origin, sizeof(origin), "--%s", f->name);
@@ -181,6 +206,7 @@ int sg_flags_parse(const sg_flag *flags, size_t n, int argc, char **argv, sg_pos
       rc = SG_FLAGS_ERROR;
   }
   free(seen);
+  free(from_env);
   return rc;
 }
 

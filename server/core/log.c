@@ -1,6 +1,7 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@ typedef struct {
   size_t len;
   size_t line_start;
   int active;   /* inside begin..end with an enabled level */
+  int overflow; /* put() dropped bytes of the field being added */
   int buffered;
   time_t cached_sec; /* the formatted "YYYY-MM-DDTHH:MM:SS" below belongs to this second */
   char cached_time[24];
@@ -98,8 +100,10 @@ void sg_log_set_buffered(int on) {
 
 static void put(sg_log_state *s, const char *p, size_t n) {
   size_t room = SG_LOG_BUF - s->len;
-  if (s->len - s->line_start + n > SG_LOG_LINE_MAX - 2)
-    n = 0; /* drop the field rather than overflow the line; the line stays well formed */
+  if (s->len - s->line_start + n > SG_LOG_LINE_MAX - 2) {
+    s->overflow = 1; /* field_end() drops the whole field */
+    return;
+  }
   if (n > room)
     n = room;
   memcpy(s->buf + s->len, p, n);
@@ -158,6 +162,19 @@ static void put_escaped(sg_log_state *s, const char *v, size_t n) {
   }
 }
 
+/* A field that does not fit in the line is left out whole rather than cut at an arbitrary byte
+ * (which could leave a quote open), so the line stays well formed. */
+static size_t field_begin(sg_log_state *s) {
+  s->overflow = 0;
+  return s->len;
+}
+
+static void field_end(sg_log_state *s, size_t start) {
+  if (s->overflow)
+    s->len = start;
+  s->overflow = 0;
+}
+
 static void put_key(sg_log_state *s, const char *key) {
   if (g_format == SG_LOG_JSON) {
     put(s, ",\"", 2);
@@ -203,6 +220,7 @@ void sg_log_str(const char *key, const char *value, size_t len) {
   int cut = len > SG_LOG_VALUE_MAX;
   if (cut)
     len = SG_LOG_VALUE_MAX;
+  size_t start = field_begin(s);
   put_key(s, key);
   int quote = g_format == SG_LOG_JSON || cut || !is_plain(value, len);
   if (quote)
@@ -212,6 +230,7 @@ void sg_log_str(const char *key, const char *value, size_t len) {
     put(s, "...", 3);
   if (quote)
     putc_(s, '"');
+  field_end(s, start);
 }
 
 void sg_log_cstr(const char *key, const char *value) {
@@ -226,18 +245,26 @@ void sg_log_int(const char *key, int64_t value) {
     return;
   char num[24];
   int n = snprintf(num, sizeof(num), "%lld", (long long)value);
+  size_t start = field_begin(s);
   put_key(s, key);
   put(s, num, (size_t)n);
+  field_end(s, start);
 }
 
 void sg_log_double(const char *key, double value) {
   sg_log_state *s = state();
   if (!s->active)
     return;
-  char num[32];
-  int n = snprintf(num, sizeof(num), "%.3f", value);
+  char num[320]; /* "%.3f" of -DBL_MAX is 314 characters */
+  int n;
+  if (g_format == SG_LOG_JSON && !isfinite(value))
+    n = snprintf(num, sizeof(num), "null"); /* JSON has no NaN or infinity */
+  else
+    n = snprintf(num, sizeof(num), "%.3f", value);
+  size_t start = field_begin(s);
   put_key(s, key);
   put(s, num, (size_t)n);
+  field_end(s, start);
 }
 
 void sg_log_end(void) {

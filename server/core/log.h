@@ -40,7 +40,7 @@ void sg_log_int(const char *key, int64_t value);
 void sg_log_double(const char *key, double value);
 void sg_log_end(void);
 
-/* A one-field line: event plus msg=<formatted text>. For sealgate's own words only. */
+/* A one-field line: msg=<event> detail=<formatted text>. For sealgate's own words only. */
 void sg_logf(sg_log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -78,6 +78,8 @@ int sg_frame_decoder_feed(sg_frame_decoder *d, const uint8_t *p, size_t len, sg_
     if (d->buf_len == 0 && len >= want) {
       msg = p; /* the whole message is here: no copy */
     } else {
+      if (len == 0)
+        break; /* the body is still to come; memcpy to a NULL buffer would be undefined */
       size_t n = want < len ? want : len;
       reserve(d, n);
       memcpy(d->buf + d->buf_len, p, n);

@@ -134,8 +134,13 @@ class HealthCheckTest(SharedServerTest):
     def test_overall_server_is_serving(self):
         self.assertEqual(check(self.channel, "").status, SERVING)
 
-    def test_each_sealgate_service_is_serving_at_start(self):
+    def test_a_sealgate_service_is_serving_at_start(self):
         self.assertEqual(check(self.channel, "sealgate.v1.SecretStoreService").status, SERVING)
+
+    def test_every_served_service_is_serving_at_start(self):
+        for service in ALL_SERVICES:
+            with self.subTest(service=service):
+                self.assertEqual(check(self.channel, service).status, SERVING)
 
     def test_unknown_service_is_not_found(self):
         e = rpc_error(check, self.channel, "no.such.Service")
@@ -167,7 +172,7 @@ class HealthWatchTest(SharedServerTest):
 
         self.assertEqual(next(watch).status, SERVICE_UNKNOWN)
         # A server that ended the call would have done so right after that message.
-        self.assertFalse(ended.wait(0.5), "Watch of an unknown service ended: %s" % watch.code())
+        self.assertFalse(ended.wait(0.5), "the Watch of an unknown service ended")
         watch.cancel()
         self.assertEqual(watch.code(), grpc.StatusCode.CANCELLED)
 
@@ -320,9 +325,7 @@ class MessageSizeLimitTest(unittest.TestCase):
         self.assertEqual(e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
 
     def test_request_just_under_limit_is_served(self):
-        req = request_of_size(LIMIT - 16)
-        req.message = ""
-        self.assertEqual(self.unary(req).message, "")
+        self.unary(request_of_size(LIMIT - 16))
 
     def test_request_of_exactly_the_limit_is_served(self):
         self.unary(request_of_size(LIMIT))
@@ -399,10 +402,18 @@ class CompressionTest(SharedServerTest):
         return message
 
     def test_unsupported_encoding_is_unimplemented(self):
-        req = S.test_pb2.TestRequest(message="x").SerializeToString()
-        r = curl_unary(SHARED, "/sealgate.testing.v1.TestService/UnaryCall", req,
-                       compressed=True, encoding="snappy")
+        # Refused from the headers alone, so no body (see helpers.curl_post on early answers).
+        r = helpers.curl_post(
+            "http://%s/sealgate.testing.v1.TestService/UnaryCall" % SHARED.target, None,
+            grpc_headers(encoding="snappy"))
         self.assertEqual(r.header("grpc-status"), "12", r.stderr)
+
+    def test_unsupported_encoding_answer_lists_the_supported_ones(self):
+        r = helpers.curl_post(
+            "http://%s/sealgate.testing.v1.TestService/UnaryCall" % SHARED.target, None,
+            grpc_headers(encoding="snappy"))
+        accepted = (r.header("grpc-accept-encoding") or "").split(",")
+        self.assertLessEqual({"gzip", "deflate"}, {e.strip() for e in accepted}, r.stderr)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -431,6 +442,16 @@ class StatusMessageTest(SharedServerTest):
 
     def test_chosen_code_other_than_unknown_is_echoed(self):
         self.assert_round_trip(9, "precondition failed")
+
+    def test_status_message_is_percent_encoded_on_the_wire(self):
+        # PROTOCOL-HTTP2.md: UTF-8, then every byte outside %x20-%x24 / %x26-%x7E as %XX
+        # with upper-case hex digits.
+        req = S.test_pb2.TestRequest(
+            response_status=S.test_pb2.EchoStatus(code=2, message="100% done: naïve café\n"))
+        r = curl_unary(SHARED, "/sealgate.testing.v1.TestService/UnaryCall",
+                       req.SerializeToString())
+        self.assertEqual(r.header("grpc-status"), "2", r.stderr)
+        self.assertEqual(r.header("grpc-message"), "100%25 done: na%C3%AFve caf%C3%A9%0A")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -574,8 +595,9 @@ class ReflectionV1alphaTest(ReflectionCases, SharedServerTest):
 class NonGrpcRequestTest(unittest.TestCase):
 
     def test_non_grpc_content_type_gets_http_415(self):
+        # No body: see helpers.curl_post on why early answers are tested with header-only POSTs.
         r = helpers.curl_post("http://%s/grpc.health.v1.Health/Check" % SHARED.target,
-                              b"hello", [("content-type", "text/plain")])
+                              None, [("content-type", "text/plain")])
         self.assertEqual(r.http_status, 415, r.stderr)
 
 
