@@ -94,6 +94,11 @@ void sg_log_flush(void) {
   s->line_start -= n;
 }
 
+size_t sg_log_pending(void) {
+  sg_log_state *s = state();
+  return s->active ? s->line_start : s->len;
+}
+
 void sg_log_set_buffered(int on) {
   state()->buffered = on;
 }
@@ -116,17 +121,38 @@ static void putc_(sg_log_state *s, char c) {
 
 static void put_time(sg_log_state *s) {
   struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
+  /* Millisecond timestamps from the coarse clock (a few ms of granularity, no system call):
+   * durations are measured on CLOCK_MONOTONIC by the callers. */
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
   if (ts.tv_sec != s->cached_sec) {
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
     strftime(s->cached_time, sizeof(s->cached_time), "%Y-%m-%dT%H:%M:%S", &tm);
     s->cached_sec = ts.tv_sec;
   }
-  char frac[24];
-  snprintf(frac, sizeof(frac), ".%03ldZ", ts.tv_nsec / 1000000);
+  long ms = ts.tv_nsec / 1000000;
+  char frac[5] = {'.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10),
+                  'Z'};
   put(s, s->cached_time, strlen(s->cached_time));
-  put(s, frac, strlen(frac));
+  put(s, frac, sizeof(frac));
+}
+
+/* Digits of |v| into the end of |buf|; returns where they start. Writes at most 20 bytes. */
+static char *format_int(char *end, int64_t v) {
+  uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+  char *p = end;
+  do {
+    *--p = (char)('0' + u % 10);
+    u /= 10;
+  } while (u > 0);
+  if (v < 0)
+    *--p = '-';
+  return p;
+}
+
+/* Printable ASCII that needs no escape (logfmt and JSON alike). */
+static int literal(unsigned char c) {
+  return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
 }
 
 /* logfmt values need quotes unless they are plain tokens. */
@@ -135,7 +161,7 @@ static int is_plain(const char *v, size_t n) {
     return 0;
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)v[i];
-    if (c <= 0x20 || c >= 0x7f || c == '"' || c == '=' || c == '\\')
+    if (!literal(c) || c == ' ' || c == '=')
       return 0;
   }
   return 1;
@@ -144,6 +170,15 @@ static int is_plain(const char *v, size_t n) {
 static void put_escaped(sg_log_state *s, const char *v, size_t n) {
   static const char hex[] = "0123456789abcdef";
   for (size_t i = 0; i < n; i++) {
+    size_t run = i;
+    while (run < n && literal((unsigned char)v[run]))
+      run++;
+    if (run > i) { /* copy runs of plain bytes at once */
+      put(s, v + i, run - i);
+      i = run;
+      if (i == n)
+        break;
+    }
     unsigned char c = (unsigned char)v[i];
     if (c == '"' || c == '\\') {
       putc_(s, '\\');
@@ -244,10 +279,10 @@ void sg_log_int(const char *key, int64_t value) {
   if (!s->active)
     return;
   char num[24];
-  int n = snprintf(num, sizeof(num), "%lld", (long long)value);
+  char *digits = format_int(num + sizeof(num), value);
   size_t start = field_begin(s);
   put_key(s, key);
-  put(s, num, (size_t)n);
+  put(s, digits, (size_t)(num + sizeof(num) - digits));
   field_end(s, start);
 }
 
@@ -257,10 +292,23 @@ void sg_log_double(const char *key, double value) {
     return;
   char num[320]; /* "%.3f" of -DBL_MAX is 314 characters */
   int n;
-  if (g_format == SG_LOG_JSON && !isfinite(value))
+  if (g_format == SG_LOG_JSON && !isfinite(value)) {
     n = snprintf(num, sizeof(num), "null"); /* JSON has no NaN or infinity */
-  else
+  } else if (value > -1e15 && value < 1e15) {
+    /* The common case (durations) without printf, rounding and signs as "%.3f" has them. */
+    uint64_t mag = (uint64_t)(fabs(value) * 1000 + 0.5);
+    char *end = num + sizeof(num), *p = end;
+    for (int i = 0; i < 3; i++, mag /= 10)
+      *--p = (char)('0' + mag % 10);
+    *--p = '.';
+    p = format_int(p, (int64_t)mag);
+    if (signbit(value))
+      *--p = '-';
+    n = (int)(end - p);
+    memmove(num, p, (size_t)n);
+  } else {
     n = snprintf(num, sizeof(num), "%.3f", value);
+  }
   size_t start = field_begin(s);
   put_key(s, key);
   put(s, num, (size_t)n);

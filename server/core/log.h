@@ -6,9 +6,9 @@
  *   sg_log_end();
  *
  * Text format is logfmt (time=... level=info msg=rpc method=...); JSON format is one object
- * per line. Event-loop threads call sg_log_set_buffered(1) and sg_log_flush() once per batch
- * of events, so a loop serving tens of thousands of RPCs a second makes one write() per batch
- * rather than one per line. Other threads write each line when it ends.
+ * per line. Event-loop threads call sg_log_set_buffered(1) and flush in batches (see
+ * net/loop.c), so a loop serving a hundred thousand RPCs a second makes a few thousand
+ * write()s rather than one per line. Other threads write each line when it ends.
  *
  * Never pass a secret value, sealed token or API key to any of these functions. */
 #ifndef SG_CORE_LOG_H
@@ -47,5 +47,8 @@ void sg_logf(sg_log_level level, const char *event, const char *fmt, ...)
 /* In buffered mode the calling thread's lines wait for sg_log_flush (or a full buffer). */
 void sg_log_set_buffered(int on);
 void sg_log_flush(void);
+
+/* Bytes of complete lines waiting in the calling thread's buffer. */
+size_t sg_log_pending(void);
 
 #endif

@@ -323,6 +323,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg) {
     }
     if (c->read_paused || c->closed)
       break;
+    /* A short plain read means the socket is drained: skip the read that would only say
+     * EAGAIN (epoll is level-triggered and will call again). TLS may hold more. */
+    if (c->ssl == NULL && (size_t)n < sizeof(read_buf))
+      break;
   }
   /* Yielded with bytes left inside TLS, which epoll cannot see: come back. */
   if (i == SG_READS_PER_EVENT && c->ssl != NULL && SSL_pending(c->ssl) > 0)

@@ -30,7 +30,13 @@ struct sg_loop {
   pthread_mutex_t lock;
   sg_task *head, *tail;
   int closed; /* no more tasks accepted */
+  struct event *log_timer;
 };
+
+/* Log lines wait in the loop thread's buffer until this much has gathered, or this long has
+ * passed since the first of them: few writes under load, little delay when quiet. */
+#define SG_LOG_FLUSH_BYTES 16384
+#define SG_LOG_FLUSH_US    20000
 
 #define SG_MAX_LOOPS 256
 static sg_loop *all_loops[SG_MAX_LOOPS];
@@ -151,16 +157,31 @@ void sg_loop_stop(sg_loop *loop) {
   event_base_loopbreak(loop->base);
 }
 
+static void on_log_timer(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  (void)arg;
+  sg_log_flush();
+}
+
 void sg_loop_run(sg_loop *loop) {
   current = loop;
   sg_log_set_buffered(1);
-  /* One iteration at a time, so the log lines of a whole batch of events go out in one
-   * write. */
+  loop->log_timer = evtimer_new(loop->base, on_log_timer, NULL);
+  /* One iteration at a time, so log lines can be flushed in batches between them. */
   while (!loop->stop) {
     if (event_base_loop(loop->base, EVLOOP_ONCE) < 0)
       break;
-    sg_log_flush();
+    size_t pending = sg_log_pending();
+    if (pending >= SG_LOG_FLUSH_BYTES) {
+      sg_log_flush();
+    } else if (pending > 0 && !evtimer_pending(loop->log_timer, NULL)) {
+      struct timeval tv = {0, SG_LOG_FLUSH_US};
+      evtimer_add(loop->log_timer, &tv);
+    }
   }
+  event_free(loop->log_timer);
+  loop->log_timer = NULL;
   pthread_mutex_lock(&loop->lock);
   loop->closed = 1;
   pthread_mutex_unlock(&loop->lock);
