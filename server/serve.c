@@ -138,8 +138,7 @@ static void on_accept(evutil_socket_t fd, short what, void *arg) {
     if (cfd < 0) {
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
         /* Out of descriptors: stop accepting for a moment instead of spinning. */
-        sg_logf(SG_LOG_WARN, "accept_paused", "%s; pausing accepts for 100 ms",
-                strerror(errno));
+        sg_logf(SG_LOG_WARN, "accept_paused", "%s; pausing accepts for 100 ms", strerror(errno));
         for (size_t j = 0; j < srv.n_listeners; j++)
           event_del(srv.listeners[j].ev);
         struct timeval tv = {0, 100000};
@@ -307,10 +306,10 @@ int sg_serve_main(int argc, char **argv, const sg_serve_extras *extras) {
   raise_fd_limit();
 
   sg_router *router = build_router(extras);
-  const uint8_t *set = extras && extras->descriptor_set ? extras->descriptor_set
-                                                         : sg_descriptor_set;
-  size_t set_len = extras && extras->descriptor_set ? extras->descriptor_set_len
-                                                    : sg_descriptor_set_len;
+  const uint8_t *set =
+      extras && extras->descriptor_set ? extras->descriptor_set : sg_descriptor_set;
+  size_t set_len =
+      extras && extras->descriptor_set ? extras->descriptor_set_len : sg_descriptor_set_len;
   if (sg_reflection_init(set, set_len, router) != 0)
     sg_fatal("the embedded descriptor set does not parse");
 
@@ -322,12 +321,11 @@ int sg_serve_main(int argc, char **argv, const sg_serve_extras *extras) {
       .reset_burst = 500,
       .reset_rate = 100,
   };
-  srv.plain = (sg_conn_options){&srv.h2, NULL, cfg.idle_timeout * 1000,
-                                cfg.handshake_timeout * 1000};
+  srv.plain =
+      (sg_conn_options){&srv.h2, NULL, cfg.idle_timeout * 1000, cfg.handshake_timeout * 1000};
   srv.tls = srv.plain;
   if (cfg.grpc_tls_listen != NULL) {
-    srv.tls.tls = sg_tls_server_ctx(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca, err,
-                                    sizeof(err));
+    srv.tls.tls = sg_tls_server_ctx(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca, err, sizeof(err));
     if (srv.tls.tls == NULL) {
       fprintf(stderr, "sealgate: %s\n", err);
       return 1;
@@ -359,8 +357,7 @@ int sg_serve_main(int argc, char **argv, const sg_serve_extras *extras) {
     if (sg_loop_start(srv.workers[i]) != 0)
       sg_fatal("cannot start an event-loop thread");
   }
-  sg_logf(SG_LOG_INFO, "started", "sealgate serving with %zu event-loop threads",
-          srv.n_workers);
+  sg_logf(SG_LOG_INFO, "started", "sealgate serving with %zu event-loop threads", srv.n_workers);
 
   sg_loop_run(srv.main);
 

@@ -34,7 +34,8 @@ char *sg_arena_strndup(sg_arena *arena, const char *s, size_t len);
 
 /* printf into the arena. */
 char *sg_arena_printf(sg_arena *arena, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-char *sg_arena_vprintf(sg_arena *arena, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+char *sg_arena_vprintf(sg_arena *arena, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 /* A protobuf-c allocator drawing from |arena|; its free is a no-op. The allocator lives in the
  * arena and stays valid until the arena is freed (resets keep it). Messages unpacked with it

@@ -59,8 +59,8 @@ static void list_add(sg_strlist *l, const char *item) {
 }
 
 /* Stores |value| for |f|. |from_env| only changes how a list is read (comma-separated). */
-static int assign(const sg_flag *f, const char *value, int from_env, const char *origin,
-                  char *err, size_t errlen) {
+static int assign(const sg_flag *f, const char *value, int from_env, const char *origin, char *err,
+                  size_t errlen) {
   long long v;
   switch (f->type) {
   case SG_FLAG_STR:

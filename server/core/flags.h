@@ -36,8 +36,8 @@ typedef struct {
 
 enum {
   SG_FLAGS_OK = 0,
-  SG_FLAGS_HELP = 1,    /* --help or -h was given */
-  SG_FLAGS_ERROR = -1,  /* |err| says which flag and why */
+  SG_FLAGS_HELP = 1,   /* --help or -h was given */
+  SG_FLAGS_ERROR = -1, /* |err| says which flag and why */
 };
 
 /* Parses |argv| (without the command words) against |flags|. Strings point into argv or the

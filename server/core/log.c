@@ -155,18 +155,6 @@ static int literal(unsigned char c) {
   return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
 }
 
-/* logfmt values need quotes unless they are plain tokens. */
-static int is_plain(const char *v, size_t n) {
-  if (n == 0)
-    return 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)v[i];
-    if (!literal(c) || c == ' ' || c == '=')
-      return 0;
-  }
-  return 1;
-}
-
 static void put_escaped(sg_log_state *s, const char *v, size_t n) {
   static const char hex[] = "0123456789abcdef";
   for (size_t i = 0; i < n; i++) {
@@ -255,12 +243,26 @@ void sg_log_str(const char *key, const char *value, size_t len) {
   int cut = len > SG_LOG_VALUE_MAX;
   if (cut)
     len = SG_LOG_VALUE_MAX;
+  /* One scan decides both whether the value needs escapes and whether logfmt must quote it;
+   * most values (paths, addresses, names) need neither and are copied whole. */
+  size_t i = 0;
+  int spaced = 0;
+  for (; i < len; i++) {
+    unsigned char c = (unsigned char)value[i];
+    if (!literal(c))
+      break;
+    spaced |= c == ' ' || c == '=';
+  }
+  int clean = i == len;
   size_t start = field_begin(s);
   put_key(s, key);
-  int quote = g_format == SG_LOG_JSON || cut || !is_plain(value, len);
+  int quote = g_format == SG_LOG_JSON || cut || spaced || !clean || len == 0;
   if (quote)
     putc_(s, '"');
-  put_escaped(s, value, len);
+  if (clean)
+    put(s, value, len);
+  else
+    put_escaped(s, value, len);
   if (cut)
     put(s, "...", 3);
   if (quote)

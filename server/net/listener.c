@@ -43,9 +43,8 @@ int sg_listener_open(const char *addr, char *err, size_t errlen) {
     snprintf(err, errlen, "\"%.128s\" is not HOST:PORT (IPv6 as [ADDR]:PORT)", addr);
     return -1;
   }
-  struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                           .ai_socktype = SOCK_STREAM,
-                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  struct addrinfo hints = {
+      .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
   struct addrinfo *res;
   int rv = getaddrinfo(host, port, &hints, &res);
   if (rv != 0) {

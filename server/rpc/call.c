@@ -80,8 +80,8 @@ void sg_call_release(sg_call *call) {
 
 /* --- Metadata ------------------------------------------------------------------------------ */
 
-void sg_md_add(sg_arena *arena, sg_md_list *l, const char *name, size_t name_len,
-               const char *value, size_t value_len) {
+void sg_md_add(sg_arena *arena, sg_md_list *l, const char *name, size_t name_len, const char *value,
+               size_t value_len) {
   if (l->n == l->cap) {
     size_t cap = l->cap ? l->cap * 2 : 8;
     sg_metadata *items = sg_arena_alloc(arena, cap * sizeof(*items));
@@ -110,14 +110,12 @@ static void add_response_md(sg_call *call, sg_md_list *l, const char *name, cons
   sg_md_add(call->arena, l, name, name_len, enc, n);
 }
 
-void sg_call_add_initial_metadata(sg_call *call, const char *name, const void *value,
-                                  size_t len) {
+void sg_call_add_initial_metadata(sg_call *call, const char *name, const void *value, size_t len) {
   if (!call->response_started)
     add_response_md(call, &call->initial_md, name, value, len);
 }
 
-void sg_call_add_trailing_metadata(sg_call *call, const char *name, const void *value,
-                                   size_t len) {
+void sg_call_add_trailing_metadata(sg_call *call, const char *name, const void *value, size_t len) {
   add_response_md(call, &call->trailing_md, name, value, len);
 }
 
@@ -187,7 +185,7 @@ static nghttp2_nv nv(const char *name, size_t name_len, const char *value, size_
 #define NV_LIT(name, value) nv(name, sizeof(name) - 1, value, sizeof(value) - 1)
 #define NV_STR(name, value) nv(name, sizeof(name) - 1, value, strlen(value))
 
-static const char *const status_text[] = {"0", "1", "2",  "3",  "4",  "5",  "6",  "7",  "8",
+static const char *const status_text[] = {"0", "1",  "2",  "3",  "4",  "5",  "6",  "7", "8",
                                           "9", "10", "11", "12", "13", "14", "15", "16"};
 
 static size_t append_md(nghttp2_nv *out, const sg_md_list *l) {
@@ -216,8 +214,8 @@ static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *b
                          uint32_t *flags, nghttp2_data_source *source, void *user_data);
 
 static nghttp2_nv *nv_array(sg_call *call, size_t extra) {
-  return sg_arena_alloc(call->arena, (extra + call->initial_md.n + call->trailing_md.n) *
-                                         sizeof(nghttp2_nv));
+  return sg_arena_alloc(call->arena,
+                        (extra + call->initial_md.n + call->trailing_md.n) * sizeof(nghttp2_nv));
 }
 
 static void start_response(sg_call *call) {
@@ -431,6 +429,7 @@ void sg_call_arm_deadline(sg_call *call, int64_t timeout_ns) {
     return;
   call->deadline_ev = sg_arena_alloc(call->arena, event_get_struct_event_size());
   event_assign(call->deadline_ev, call->base, -1, 0, deadline_passed, call);
-  struct timeval tv = {(time_t)(timeout_ns / 1000000000), (suseconds_t)(timeout_ns % 1000000000 / 1000)};
+  struct timeval tv = {(time_t)(timeout_ns / 1000000000),
+                       (suseconds_t)(timeout_ns % 1000000000 / 1000)};
   event_add(call->deadline_ev, &tv);
 }

@@ -29,7 +29,7 @@ struct sg_call {
   sg_h2 *h2; /* NULL once the stream is gone */
   int32_t stream_id;
   struct sg_call *prev, *next; /* the session's open calls */
-  int refs; /* one for the open stream, one while the handler holds the call */
+  int refs;                    /* one for the open stream, one while the handler holds the call */
 
   /* Request, from the headers. */
   const char *method, *path, *content_type, *accept_encoding, *timeout, *user_agent;
@@ -37,7 +37,7 @@ struct sg_call {
   sg_encoding req_encoding;
   sg_md_list md;
   const char *header_error; /* a bad header noticed while reading: INTERNAL with this */
-  size_t header_bytes; /* counted as SETTINGS_MAX_HEADER_LIST_SIZE counts them */
+  size_t header_bytes;      /* counted as SETTINGS_MAX_HEADER_LIST_SIZE counts them */
   const sg_route *route;
   sg_frame_decoder dec;
   ProtobufCMessage *request;

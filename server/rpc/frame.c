@@ -29,8 +29,8 @@ static int header_done(sg_frame_decoder *d) {
   if (d->hdr[0] > 1)
     return SG_FRAME_ERR_BAD_FLAG;
   d->compressed = d->hdr[0];
-  d->declared_len = (uint32_t)d->hdr[1] << 24 | (uint32_t)d->hdr[2] << 16 |
-                    (uint32_t)d->hdr[3] << 8 | d->hdr[4];
+  d->declared_len =
+      (uint32_t)d->hdr[1] << 24 | (uint32_t)d->hdr[2] << 16 | (uint32_t)d->hdr[3] << 8 | d->hdr[4];
   if (d->declared_len > d->max_len)
     return SG_FRAME_ERR_TOO_LARGE;
   return 0;

@@ -17,14 +17,14 @@ enum {
 };
 
 typedef struct {
-  size_t max_len;      /* largest message accepted */
+  size_t max_len; /* largest message accepted */
   uint8_t hdr[SG_FRAME_HEADER_LEN];
-  size_t hdr_len;      /* header bytes collected so far */
+  size_t hdr_len;        /* header bytes collected so far */
   uint32_t declared_len; /* length from the current header */
   int compressed;
-  uint8_t *buf;        /* partial message body (malloc'd, grown as bytes arrive) */
+  uint8_t *buf; /* partial message body (malloc'd, grown as bytes arrive) */
   size_t buf_len, buf_cap;
-  int failed;          /* after an error the decoder accepts nothing more */
+  int failed; /* after an error the decoder accepts nothing more */
 } sg_frame_decoder;
 
 /* Called once per complete message. |msg| is valid only during the call; it points into the

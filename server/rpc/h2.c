@@ -29,8 +29,8 @@ struct sg_h2 {
   sg_call *calls; /* open calls */
   size_t open;
   int in_recv;
-  int draining;      /* shutdown notice sent */
-  int goaway_final;  /* final GOAWAY submitted */
+  int draining;     /* shutdown notice sent */
+  int goaway_final; /* final GOAWAY submitted */
   double reset_tokens;
   int64_t reset_refill_ns;
   int64_t last_frame_ns;
@@ -78,14 +78,15 @@ static void log_rpc(const sg_call *call, int code) {
   else
     sg_log_cstr("method", "-");
   sg_log_cstr("status", sg_status_code_name(code));
-  sg_log_int("code", code);
   if (call->http_status != 0)
     sg_log_int("http_status", call->http_status);
   sg_log_double("duration_ms", (double)(sg_now_ns() - call->start_ns) / 1e6);
   sg_log_cstr("peer", call->peer);
   sg_log_cstr("org", call->org ? call->org : "-");
-  sg_log_int("msgs_in", call->msgs_in);
-  sg_log_int("msgs_out", call->msgs_out);
+  if (call->route != NULL && call->route->kind != SG_METHOD_UNARY) {
+    sg_log_int("msgs_in", call->msgs_in);
+    sg_log_int("msgs_out", call->msgs_out);
+  }
   sg_log_end();
 }
 
@@ -139,8 +140,7 @@ static void store_header(sg_call *call, const uint8_t *name, size_t name_len, co
     call->accept_encoding_len = len;
   } else if (name_is(name, name_len, "user-agent")) {
     call->user_agent = keep(call, value, len);
-  } else if (name_is(name, name_len, "te") ||
-             (name_len >= 5 && memcmp(name, "grpc-", 5) == 0)) {
+  } else if (name_is(name, name_len, "te") || (name_len >= 5 && memcmp(name, "grpc-", 5) == 0)) {
     /* te is checked by nghttp2 (only "trailers"); other grpc- names are reserved. */
   } else if (name_len > 4 && memcmp(name + name_len - 4, "-bin", 4) == 0) {
     if (add_bin_metadata(call, name, name_len, value, len) != 0 && call->status < 0)
@@ -283,9 +283,9 @@ static int on_message(void *ud, int compressed, const uint8_t *data, size_t len)
       else
         snprintf(msg, sizeof(msg), "could not decompress %s message",
                  sg_encoding_name(call->req_encoding));
-      sg_call_end(call, rv == SG_COMPRESS_ERR_TOO_LARGE ? SG_STATUS_RESOURCE_EXHAUSTED
-                                                        : SG_STATUS_INTERNAL,
-                  msg);
+      sg_call_end(
+          call, rv == SG_COMPRESS_ERR_TOO_LARGE ? SG_STATUS_RESOURCE_EXHAUSTED : SG_STATUS_INTERNAL,
+          msg);
       return -1;
     }
     data = plain;

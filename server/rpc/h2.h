@@ -18,9 +18,9 @@ struct event_base;
 
 typedef struct {
   const sg_router *router;
-  size_t max_message_bytes;       /* larger requests: RESOURCE_EXHAUSTED */
+  size_t max_message_bytes;        /* larger requests: RESOURCE_EXHAUSTED */
   uint32_t max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS */
-  uint32_t max_header_list_bytes; /* SETTINGS_MAX_HEADER_LIST_SIZE; larger: RESOURCE_EXHAUSTED */
+  uint32_t max_header_list_bytes;  /* SETTINGS_MAX_HEADER_LIST_SIZE; larger: RESOURCE_EXHAUSTED */
   /* Rapid Reset (CVE-2023-44487) guard: a token bucket of |reset_burst| tokens refilled at
    * |reset_rate| per second; each stream the client resets takes one; when none is left the
    * connection gets GOAWAY(ENHANCE_YOUR_CALM). */

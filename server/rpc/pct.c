@@ -41,8 +41,8 @@ size_t sg_pct_decode(const char *in, size_t len, char *out) {
   size_t n = 0;
   for (size_t i = 0; i < len; i++) {
     int hi, lo;
-    if (in[i] == '%' && i + 2 < len &&
-        (hi = hexval(in[i + 1])) >= 0 && (lo = hexval(in[i + 2])) >= 0) {
+    if (in[i] == '%' && i + 2 < len && (hi = hexval(in[i + 1])) >= 0 &&
+        (lo = hexval(in[i + 2])) >= 0) {
       out[n++] = (char)(hi << 4 | lo);
       i += 2;
     } else {

@@ -154,5 +154,5 @@ static const sg_method_impl methods[] = {
     {"Watch", SG_METHOD_SERVER_STREAMING, watch, NULL},
 };
 
-const sg_service sg_health_service = {
-    &grpc__health__v1__health__descriptor, methods, SG_ARRAY_LEN(methods), NULL};
+const sg_service sg_health_service = {&grpc__health__v1__health__descriptor, methods,
+                                      SG_ARRAY_LEN(methods), NULL};

@@ -124,8 +124,8 @@ int sg_reflection_init(const uint8_t *set, size_t len, const sg_router *router) 
   while (p < end) {
     uint64_t tag, n;
     /* FileDescriptorSet has one field: 1, length-delimited. */
-    if (read_varint(&p, end, &tag) != 0 || tag != (1 << 3 | 2) ||
-        read_varint(&p, end, &n) != 0 || n > (uint64_t)(end - p))
+    if (read_varint(&p, end, &tag) != 0 || tag != (1 << 3 | 2) || read_varint(&p, end, &n) != 0 ||
+        n > (uint64_t)(end - p))
       return -1;
     Google__Protobuf__FileDescriptorProto *d =
         google__protobuf__file_descriptor_proto__unpack(NULL, (size_t)n, p);
@@ -282,8 +282,7 @@ static void reflection_info(sg_call *call, const ProtobufCMessage *msg) {
   case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION: {
     const Grpc__Reflection__V1__ExtensionRequest *er = req->file_containing_extension;
     const char *type = er && er->containing_type ? er->containing_type : "";
-    if ((s = find_symbol(type, er ? er->extension_number : 0)) == NULL ||
-        s->extension_number <= 0)
+    if ((s = find_symbol(type, er ? er->extension_number : 0)) == NULL || s->extension_number <= 0)
       not_found(call, &resp, "extension of", type);
     else
       set_files(call, &resp, s->file);
@@ -310,7 +309,7 @@ static const sg_method_impl v1alpha_methods[] = {
      &grpc__reflection__v1__server_reflection_request__descriptor},
 };
 
-const sg_service sg_reflection_v1_service = {
-    &grpc__reflection__v1__server_reflection__descriptor, v1_methods, 1, NULL};
+const sg_service sg_reflection_v1_service = {&grpc__reflection__v1__server_reflection__descriptor,
+                                             v1_methods, 1, NULL};
 const sg_service sg_reflection_v1alpha_service = {
     &grpc__reflection__v1alpha__server_reflection__descriptor, v1alpha_methods, 1, NULL};

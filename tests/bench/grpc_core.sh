@@ -10,6 +10,7 @@
 #   SEALGATE_BIN         sealgate binary (default: <repo>/build/server/sealgate)
 #   BENCH_REQUESTS       h2load -n per throughput row (default 200000)
 #   BENCH_WARMUP         untimed h2load requests before each timed run (default 2000)
+#   BENCH_ROUNDS         rounds over the four servers; the table shows medians (default 3)
 #   BENCH_IDLE_CONNS     connections for the memory rows (default 5000)
 #   BENCH_CACHE_DIR      where the grpc C++ server is built (default <repo>/build/bench)
 #   BENCH_NGHTTPD_WORKERS  nghttpd -n (default: number of cores)
@@ -23,6 +24,7 @@ REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 SEALGATE_BIN=${SEALGATE_BIN:-$REPO_ROOT/build/server/sealgate}
 REQUESTS=${BENCH_REQUESTS:-200000}
 WARMUP=${BENCH_WARMUP:-2000}
+ROUNDS=${BENCH_ROUNDS:-3}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-5000}
 CACHE_DIR=${BENCH_CACHE_DIR:-$REPO_ROOT/build/bench}
 NCPU=$(nproc)
@@ -277,63 +279,80 @@ build_cpp_server
 
 # ---------------------------------------------------------------- throughput
 
-# sealgate with its default logging (one info line per RPC).
-bench_sealgate() {  # bench_sealgate NAME [flags...]
-    local name=$1 port pid unexpected
-    shift
-    port=$(free_port)
-    start_sealgate "$name" "$port" "$@"
-    pid=$BG_PID
-    verify_serving "$name" "$port"
-    h2load_run "$name" "http://127.0.0.1:$port$HEALTH_PATH" "${GRPC_HEADERS[@]}" -d "$BODY"
-    stop_pid "$pid"  # flushes and closes the log
-    SG_OK_LINES=$(count_ok "$WORK/$name.log")
-    unexpected=$(grep 'msg=rpc' "$WORK/$name.log" | grep -vc 'status=OK' || true)
-    if [[ $unexpected != 0 ]]; then
-        H2_NOTE="$H2_NOTE, $unexpected non-OK rpc log lines (CHECK $WORK/$name.log)"
-    fi
-}
+# All four servers run side by side; each round loads them one after another, so slow
+# phases of this shared machine hit every server alike. The table reports each server's
+# median over the rounds and the ratios of medians.
+port_sg=$(free_port)
+start_sealgate sealgate "$port_sg"
+sg_pid=$BG_PID
+verify_serving sealgate "$port_sg"
 
-bench_sealgate sealgate
-# Expected status=OK lines: grpcio check + warm-up + timed run.
-warm=$WARMUP
-((warm > REQUESTS)) && warm=$REQUESTS
-expected=$((1 + warm + REQUESTS))
-note="$H2_NOTE; log: $SG_OK_LINES status=OK lines (expected $expected)"
-if [[ $SG_OK_LINES != "$expected" ]]; then
-    note="$note MISMATCH"
-fi
-add_row "sealgate" "$H2_RPS" "$note"
-SEALGATE_RPS=$H2_RPS
+port_sgw=$(free_port)
+start_sealgate sealgate-warn "$port_sgw" --log-level warn
+sgw_pid=$BG_PID
+verify_serving sealgate-warn "$port_sgw"
 
-bench_sealgate sealgate-warn --log-level warn
-note="$H2_NOTE; log: $SG_OK_LINES status=OK lines (expected 0)"
-[[ $SG_OK_LINES == 0 ]] || note="$note MISMATCH"
-add_row "sealgate --log-level warn" "$H2_RPS" "$note"
-SEALGATE_WARN_RPS=$H2_RPS
-
-# grpc C++ callback server.
-port=$(free_port)
-start_bg grpc-cpp "$WORK/grpc-cpp.log" "$CPP_BIN" "127.0.0.1:$port"
+port_cpp=$(free_port)
+start_bg grpc-cpp "$WORK/grpc-cpp.log" "$CPP_BIN" "127.0.0.1:$port_cpp"
 cpp_pid=$BG_PID
-wait_listening "$cpp_pid" "$port" "grpc C++ server" "$WORK/grpc-cpp.log"
-verify_serving "grpc-cpp" "$port"
-h2load_run grpc-cpp "http://127.0.0.1:$port$HEALTH_PATH" "${GRPC_HEADERS[@]}" -d "$BODY"
-stop_pid "$cpp_pid"
-add_row "grpc C++ $(pkg-config --modversion grpc++) callback" "$H2_RPS" "$H2_NOTE"
-CPP_RPS=$H2_RPS
+wait_listening "$cpp_pid" "$port_cpp" "grpc C++ server" "$WORK/grpc-cpp.log"
+verify_serving "grpc-cpp" "$port_cpp"
 
-# nghttpd: GET of a 2-byte static file, the HTTP/2 ceiling on this machine.
 mkdir -p "$WORK/docroot"
 printf 'ok' >"$WORK/docroot/ok"
-port=$(free_port)
-start_bg nghttpd "$WORK/nghttpd.log" nghttpd --no-tls -a 127.0.0.1 -n "$NGHTTPD_WORKERS" -d "$WORK/docroot" "$port"
+port_ngd=$(free_port)
+start_bg nghttpd "$WORK/nghttpd.log" nghttpd --no-tls -a 127.0.0.1 -n "$NGHTTPD_WORKERS" -d "$WORK/docroot" "$port_ngd"
 ngd_pid=$BG_PID
-wait_listening "$ngd_pid" "$port" "nghttpd" "$WORK/nghttpd.log"
-h2load_run nghttpd "http://127.0.0.1:$port/ok"
+wait_listening "$ngd_pid" "$port_ngd" "nghttpd" "$WORK/nghttpd.log"
+
+declare -A RUNS NOTES
+for ((round = 1; round <= ROUNDS; round++)); do
+    log "round $round of $ROUNDS"
+    h2load_run sealgate "http://127.0.0.1:$port_sg$HEALTH_PATH" "${GRPC_HEADERS[@]}" -d "$BODY"
+    RUNS[sealgate]+="$H2_RPS "; NOTES[sealgate]=$H2_NOTE
+    h2load_run sealgate-warn "http://127.0.0.1:$port_sgw$HEALTH_PATH" "${GRPC_HEADERS[@]}" -d "$BODY"
+    RUNS[sealgate-warn]+="$H2_RPS "; NOTES[sealgate-warn]=$H2_NOTE
+    h2load_run grpc-cpp "http://127.0.0.1:$port_cpp$HEALTH_PATH" "${GRPC_HEADERS[@]}" -d "$BODY"
+    RUNS[grpc-cpp]+="$H2_RPS "; NOTES[grpc-cpp]=$H2_NOTE
+    h2load_run nghttpd "http://127.0.0.1:$port_ngd/ok"
+    RUNS[nghttpd]+="$H2_RPS "; NOTES[nghttpd]=$H2_NOTE
+done
+stop_pid "$sg_pid"  # flushes and closes the logs
+stop_pid "$sgw_pid"
+stop_pid "$cpp_pid"
 stop_pid "$ngd_pid"
-add_row "nghttpd -n $NGHTTPD_WORKERS (GET 2 B)" "$H2_RPS" "$H2_NOTE"
-NGHTTPD_RPS=$H2_RPS
+
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+runs_note() { echo "runs: $(printf '%.0f ' $1)"; }
+
+# Expected status=OK lines: grpcio check + (warm-up + timed run) per round.
+warm=$WARMUP
+((warm > REQUESTS)) && warm=$REQUESTS
+expected=$((1 + ROUNDS * (warm + REQUESTS)))
+ok_lines=$(count_ok "$WORK/sealgate.log")
+unexpected=$(grep 'msg=rpc' "$WORK/sealgate.log" | grep -vc 'status=OK' || true)
+note="${NOTES[sealgate]}; log: $ok_lines status=OK lines (expected $expected)"
+[[ $ok_lines == "$expected" && $unexpected == 0 ]] || note="$note MISMATCH ($unexpected not OK)"
+# shellcheck disable=SC2086  # word lists of numbers
+SEALGATE_RPS=$(median ${RUNS[sealgate]})
+add_row "sealgate" "$SEALGATE_RPS" "$note; $(runs_note "${RUNS[sealgate]}")"
+
+ok_lines=$(count_ok "$WORK/sealgate-warn.log")
+note="${NOTES[sealgate-warn]}; log: $ok_lines status=OK lines (expected 0)"
+[[ $ok_lines == 0 ]] || note="$note MISMATCH"
+# shellcheck disable=SC2086
+SEALGATE_WARN_RPS=$(median ${RUNS[sealgate-warn]})
+add_row "sealgate --log-level warn" "$SEALGATE_WARN_RPS" "$note; $(runs_note "${RUNS[sealgate-warn]}")"
+
+# shellcheck disable=SC2086
+CPP_RPS=$(median ${RUNS[grpc-cpp]})
+add_row "grpc C++ $(pkg-config --modversion grpc++) callback" "$CPP_RPS" \
+    "${NOTES[grpc-cpp]}; $(runs_note "${RUNS[grpc-cpp]}")"
+
+# shellcheck disable=SC2086
+NGHTTPD_RPS=$(median ${RUNS[nghttpd]})
+add_row "nghttpd -n $NGHTTPD_WORKERS (GET 2 B)" "$NGHTTPD_RPS" \
+    "${NOTES[nghttpd]}; $(runs_note "${RUNS[nghttpd]}")"
 
 # ---------------------------------------------------------------- memory
 
@@ -398,7 +417,7 @@ CALL_NOTE="$CALL_NOTE; $call_ok status=OK log lines"
 met() { if "$@"; then echo "met"; else echo "NOT MET"; fi; }
 
 echo
-echo "== unary grpc.health.v1.Health/Check, h2load ${H2LOAD_ARGS[*]} -n $REQUESTS, 127.0.0.1, $NCPU cores (client and server share them) =="
+echo "== unary grpc.health.v1.Health/Check, h2load ${H2LOAD_ARGS[*]} -n $REQUESTS, median of $ROUNDS rounds, 127.0.0.1, $NCPU cores (client and server share them) =="
 printf '%-34s %12s %12s %12s  %s\n' "server" "req/s" "vs grpc C++" "vs nghttpd" "notes"
 for i in "${!ROW_NAMES[@]}"; do
     printf '%-34s %12.0f %11sx %11sx  %s\n' "${ROW_NAMES[$i]}" "${ROW_RPS[$i]}" \

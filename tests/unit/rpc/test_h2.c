@@ -26,8 +26,8 @@ typedef struct {
   char grpc_encoding[32];
   char echo_initial[64];
   char echo_trailing_bin[64];
-  int header_blocks;        /* HEADERS frames received */
-  int trailers_only;        /* the first HEADERS ended the stream */
+  int header_blocks; /* HEADERS frames received */
+  int trailers_only; /* the first HEADERS ended the stream */
   uint8_t data[200000];
   size_t data_len;
   int closed;
@@ -73,8 +73,8 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
                      const uint8_t *value, size_t vlen, uint8_t flags, void *ud) {
   (void)s, (void)flags, (void)ud;
   response *r = resp_of(f->hd.stream_id);
-#define GRAB(lit, field)                                                                        \
-  if (nlen == sizeof(lit) - 1 && memcmp(name, lit, nlen) == 0)                                  \
+#define GRAB(lit, field)                                                                           \
+  if (nlen == sizeof(lit) - 1 && memcmp(name, lit, nlen) == 0)                                     \
     copy_value(r->field, sizeof(r->field), value, vlen);
   GRAB(":status", status)
   GRAB("content-type", content_type)
@@ -215,7 +215,8 @@ static void run_for(int ms) {
   pump();
 }
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v)                                                                                   \
+  { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE }
 
 /* A framed message: prefix + |msg| packed. */
 static size_t frame_msg(const ProtobufCMessage *msg, uint8_t *out) {
@@ -227,9 +228,9 @@ static size_t frame_msg(const ProtobufCMessage *msg, uint8_t *out) {
 static int32_t request_full(const char *method, const char *path, const char *content_type,
                             const nghttp2_nv *extra, size_t n_extra, const uint8_t *body,
                             size_t len, size_t chunk, int end_stream) {
-  nghttp2_nv nva[16] = {NV(":method", method), NV(":scheme", "http"), NV(":path", path),
-                        NV(":authority", "test"), NV("te", "trailers"),
-                        NV("content-type", content_type)};
+  nghttp2_nv nva[16] = {NV(":method", method), NV(":scheme", "http"),
+                        NV(":path", path),     NV(":authority", "test"),
+                        NV("te", "trailers"),  NV("content-type", content_type)};
   size_t n = 6;
   for (size_t i = 0; i < n_extra; i++)
     nva[n++] = extra[i];
@@ -237,9 +238,8 @@ static int32_t request_full(const char *method, const char *path, const char *co
   upload *u = &t.up[id / 2];
   *u = (upload){body, len, 0, chunk, end_stream};
   nghttp2_data_provider prd = {.source.ptr = u, .read_callback = read_upload};
-  cr_assert_eq(nghttp2_submit_request(t.client, NULL, nva, n, body || end_stream ? &prd : NULL,
-                                      NULL),
-               id);
+  cr_assert_eq(
+      nghttp2_submit_request(t.client, NULL, nva, n, body || end_stream ? &prd : NULL, NULL), id);
   return id;
 }
 
@@ -341,8 +341,8 @@ Test(h2, content_type_with_proto_suffix_is_grpc) {
   static uint8_t buf[16];
   Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
   size_t len = frame_msg(&req.base, buf);
-  int32_t id = request_full("POST", "/grpc.health.v1.Health/Check", "application/grpc+proto",
-                            NULL, 0, buf, len, 0, 1);
+  int32_t id = request_full("POST", "/grpc.health.v1.Health/Check", "application/grpc+proto", NULL,
+                            0, buf, len, 0, 1);
   pump();
   cr_assert_eq(grpc_status(id), 0);
 }
@@ -502,8 +502,7 @@ Test(h2, gzip_request_is_decompressed_and_large_response_compressed) {
   sg_frame_header_write(body, 1, (uint32_t)packed_len);
   memcpy(body + 5, packed, packed_len);
   free(packed);
-  nghttp2_nv extra[2] = {NV("grpc-encoding", "gzip"),
-                         NV("grpc-accept-encoding", "identity,gzip")};
+  nghttp2_nv extra[2] = {NV("grpc-encoding", "gzip"), NV("grpc-accept-encoding", "identity,gzip")};
   int32_t id = request_full("POST", "/sealgate.testing.v1.TestService/UnaryCall",
                             "application/grpc", extra, 2, body, packed_len + 5, 0, 1);
   pump();
@@ -513,9 +512,8 @@ Test(h2, gzip_request_is_decompressed_and_large_response_compressed) {
   cr_assert_eq(r->data[0], 1, "compressed flag");
   uint8_t *out;
   size_t out_len;
-  cr_assert_eq(sg_decompress(SG_ENCODING_GZIP, r->data + 5, r->data_len - 5, 1 << 20, &out,
-                             &out_len),
-               0);
+  cr_assert_eq(
+      sg_decompress(SG_ENCODING_GZIP, r->data + 5, r->data_len - 5, 1 << 20, &out, &out_len), 0);
   Sealgate__Testing__V1__TestResponse *msg =
       sealgate__testing__v1__test_response__unpack(NULL, out_len, out);
   cr_assert_not_null(msg);
@@ -601,11 +599,9 @@ Test(h2, server_streaming_sends_every_message_then_trailers) {
 
 Test(h2, settings_advertise_the_stream_and_header_limits) {
   pump();
-  cr_assert_eq(nghttp2_session_get_remote_settings(t.client,
-                                                   NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS),
-               100);
-  cr_assert_eq(nghttp2_session_get_remote_settings(t.client,
-                                                   NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE),
+  cr_assert_eq(
+      nghttp2_session_get_remote_settings(t.client, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS), 100);
+  cr_assert_eq(nghttp2_session_get_remote_settings(t.client, NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE),
                4096);
 }
 
