@@ -35,6 +35,7 @@ typedef struct {
   long long max_header_list_bytes;
   long long idle_timeout;
   long long handshake_timeout;
+  long long write_timeout;
   long long shutdown_grace;
   const char *log_level, *log_format;
 } serve_config;
@@ -47,6 +48,7 @@ static serve_config cfg = {
     .max_header_list_bytes = 16 << 10,
     .idle_timeout = 300,
     .handshake_timeout = 10,
+    .write_timeout = 30,
     .shutdown_grace = 30,
     .log_level = "info",
     .log_format = "text",
@@ -72,6 +74,8 @@ static const sg_flag flags[] = {
      "close connections with no call for this long (default 300; 0: never)"},
     {"handshake-timeout", SG_FLAG_INT, &cfg.handshake_timeout, 1, 3600, "SECONDS",
      "TLS handshakes must finish within this (default 10)"},
+    {"write-timeout", SG_FLAG_INT, &cfg.write_timeout, 1, 3600, "SECONDS",
+     "close a connection whose client reads nothing for this long (default 30)"},
     {"shutdown-grace", SG_FLAG_INT, &cfg.shutdown_grace, 0, 3600, "SECONDS",
      "on SIGTERM, wait this long for calls in flight (default 30)"},
     {"log-level", SG_FLAG_STR, &cfg.log_level, 0, 0, "LEVEL", "debug, info, warn or error"},
@@ -289,6 +293,8 @@ static sg_router *build_router(const sg_serve_extras *extras) {
   return router;
 }
 
+static int run(const sg_serve_extras *extras);
+
 int sg_serve_main(int argc, char **argv, const sg_serve_extras *extras) {
   char err[512];
   int rv = sg_flags_parse(flags, SG_ARRAY_LEN(flags), argc, argv, NULL, err, sizeof(err));
@@ -304,7 +310,15 @@ int sg_serve_main(int argc, char **argv, const sg_serve_extras *extras) {
     return 2;
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
+  sg_log_start_writer();
+  rv = run(extras);
+  sg_log_stop_writer();
+  return rv;
+}
 
+/* Everything between the checked flags and the exit status. */
+static int run(const sg_serve_extras *extras) {
+  char err[512];
   sg_router *router = build_router(extras);
   const uint8_t *set =
       extras && extras->descriptor_set ? extras->descriptor_set : sg_descriptor_set;
@@ -313,16 +327,21 @@ int sg_serve_main(int argc, char **argv, const sg_serve_extras *extras) {
   if (sg_reflection_init(set, set_len, router) != 0)
     sg_fatal("the embedded descriptor set does not parse");
 
+  size_t msg = (size_t)cfg.max_message_bytes;
+  /* Room for a few full-size messages per connection, not for a hundred streams' worth. */
+  size_t conn_budget = 4 * msg > (16u << 20) ? 4 * msg : (16u << 20);
   srv.h2 = (sg_h2_options){
       .router = router,
-      .max_message_bytes = (size_t)cfg.max_message_bytes,
+      .max_message_bytes = msg,
       .max_concurrent_streams = (uint32_t)cfg.max_concurrent_streams,
       .max_header_list_bytes = (uint32_t)cfg.max_header_list_bytes,
+      .max_queued_bytes = conn_budget,
+      .max_buffered_bytes = conn_budget,
       .reset_burst = 500,
       .reset_rate = 100,
   };
-  srv.plain =
-      (sg_conn_options){&srv.h2, NULL, cfg.idle_timeout * 1000, cfg.handshake_timeout * 1000};
+  srv.plain = (sg_conn_options){&srv.h2, NULL, cfg.idle_timeout * 1000,
+                                cfg.handshake_timeout * 1000, cfg.write_timeout * 1000};
   srv.tls = srv.plain;
   if (cfg.grpc_tls_listen != NULL) {
     srv.tls.tls = sg_tls_server_ctx(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca, err, sizeof(err));
@@ -383,6 +402,5 @@ int sg_serve_main(int argc, char **argv, const sg_serve_extras *extras) {
   sg_health_reset();
   sg_router_free(router);
   sg_logf(SG_LOG_INFO, "stopped", "all connections closed");
-  sg_log_flush();
   return 0;
 }

@@ -25,6 +25,8 @@ struct sg_arena {
   size_t pos;            /* bump offset in chunk->data */
   sg_arena_chunk *large; /* direct allocations */
   size_t used;
+  size_t pb_budget; /* 0: none */
+  int pb_refused;
   ProtobufCAllocator pb;
 };
 
@@ -36,7 +38,12 @@ static sg_arena_chunk *chunk_new(size_t cap) {
 }
 
 static void *pb_alloc(void *data, size_t size) {
-  return sg_arena_alloc(data, size);
+  sg_arena *a = data;
+  if (a->pb_budget != 0 && (size > a->pb_budget || a->used > a->pb_budget - size)) {
+    a->pb_refused = 1;
+    return NULL;
+  }
+  return sg_arena_alloc(a, size);
 }
 
 static void pb_free(void *data, void *ptr) {
@@ -69,6 +76,8 @@ void sg_arena_reset(sg_arena *a) {
   a->chunk = a->first;
   a->pos = 0;
   a->used = 0;
+  a->pb_budget = 0;
+  a->pb_refused = 0;
 }
 
 void sg_arena_free(sg_arena *a) {
@@ -140,6 +149,15 @@ char *sg_arena_printf(sg_arena *a, const char *fmt, ...) {
 
 ProtobufCAllocator *sg_arena_allocator(sg_arena *a) {
   return &a->pb;
+}
+
+void sg_arena_set_pb_budget(sg_arena *a, size_t budget) {
+  a->pb_budget = budget;
+  a->pb_refused = 0;
+}
+
+int sg_arena_pb_refused(const sg_arena *a) {
+  return a->pb_refused;
 }
 
 size_t sg_arena_used(const sg_arena *a) {

@@ -42,6 +42,15 @@ char *sg_arena_vprintf(sg_arena *arena, const char *fmt, va_list ap)
  * must not be passed to protobuf_c_message_free_unpacked. */
 ProtobufCAllocator *sg_arena_allocator(sg_arena *arena);
 
+/* Makes the protobuf-c allocator refuse (return NULL, so unpacking fails cleanly) once the
+ * arena has handed out more than |budget| bytes in all; 0 removes the limit. A reset removes
+ * it too. Untrusted messages can cost many times their wire size to unpack (each 2-byte
+ * unknown field becomes a record of its own); the budget bounds that per call. */
+void sg_arena_set_pb_budget(sg_arena *arena, size_t budget);
+
+/* Nonzero if the protobuf-c allocator refused an allocation since the budget was set. */
+int sg_arena_pb_refused(const sg_arena *arena);
+
 /* Bytes handed out since the last reset (for tests and accounting). */
 size_t sg_arena_used(const sg_arena *arena);
 

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -12,6 +13,23 @@
 #define SG_LOG_BUF       (64 * 1024)
 #define SG_LOG_LINE_MAX  (8 * 1024) /* a line never grows past this */
 #define SG_LOG_VALUE_MAX 1024       /* longer values are cut and marked with "..." */
+
+/* The writer thread and its queue (see sg_log_start_writer). */
+typedef struct log_chunk {
+  struct log_chunk *next;
+  size_t len;
+  char data[];
+} log_chunk;
+
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t wake;
+  log_chunk *head, *tail;
+  size_t bytes;
+  uint64_t dropped_lines;
+  int running, stop;
+  pthread_t thread;
+} writer = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
 
 static sg_log_level g_min = SG_LOG_INFO;
 static sg_log_format g_format = SG_LOG_TEXT;
@@ -83,12 +101,96 @@ static void write_all(const char *p, size_t n) {
   pthread_mutex_unlock(&g_write_lock);
 }
 
+/* Hands |n| bytes to the writer thread; returns 0 if it is not running (the caller writes). */
+static int enqueue(const char *p, size_t n) {
+  pthread_mutex_lock(&writer.lock);
+  if (!writer.running) {
+    pthread_mutex_unlock(&writer.lock);
+    return 0;
+  }
+  log_chunk *c = writer.bytes + n > SG_LOG_QUEUE_MAX ? NULL : malloc(sizeof(*c) + n);
+  if (c == NULL) { /* too far behind (or out of memory): drop, count, and carry on */
+    for (size_t i = 0; i < n; i++)
+      writer.dropped_lines += p[i] == '\n';
+    pthread_mutex_unlock(&writer.lock);
+    return 1;
+  }
+  c->next = NULL;
+  c->len = n;
+  memcpy(c->data, p, n);
+  if (writer.tail != NULL)
+    writer.tail->next = c;
+  else
+    writer.head = c;
+  writer.tail = c;
+  writer.bytes += n;
+  pthread_cond_signal(&writer.wake);
+  pthread_mutex_unlock(&writer.lock);
+  return 1;
+}
+
+static void *writer_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&writer.lock);
+  for (;;) {
+    while (writer.head == NULL && !writer.stop)
+      pthread_cond_wait(&writer.wake, &writer.lock);
+    if (writer.head == NULL)
+      break;
+    log_chunk *c = writer.head;
+    uint64_t dropped = writer.dropped_lines;
+    writer.head = writer.tail = NULL;
+    writer.bytes = 0;
+    writer.dropped_lines = 0;
+    pthread_mutex_unlock(&writer.lock);
+    if (dropped > 0) {
+      char note[96];
+      int n = snprintf(note, sizeof(note),
+                       "level=warn msg=log_dropped lines=%llu detail=\"log sink too slow\"\n",
+                       (unsigned long long)dropped);
+      write_all(note, (size_t)n);
+    }
+    while (c != NULL) {
+      log_chunk *next = c->next;
+      write_all(c->data, c->len);
+      free(c);
+      c = next;
+    }
+    pthread_mutex_lock(&writer.lock);
+  }
+  pthread_mutex_unlock(&writer.lock);
+  return NULL;
+}
+
+void sg_log_start_writer(void) {
+  pthread_mutex_lock(&writer.lock);
+  if (!writer.running) {
+    writer.stop = 0;
+    if (pthread_create(&writer.thread, NULL, writer_main, NULL) == 0)
+      writer.running = 1;
+  }
+  pthread_mutex_unlock(&writer.lock);
+}
+
+void sg_log_stop_writer(void) {
+  sg_log_flush();
+  pthread_mutex_lock(&writer.lock);
+  int running = writer.running;
+  writer.stop = 1;
+  writer.running = 0;
+  pthread_cond_signal(&writer.wake);
+  pthread_mutex_unlock(&writer.lock);
+  if (running)
+    pthread_join(writer.thread, NULL);
+}
+
 void sg_log_flush(void) {
   sg_log_state *s = state();
   size_t n = s->active ? s->line_start : s->len;
   if (n == 0)
     return;
-  write_all(s->buf, n);
+  if (!enqueue(s->buf, n))
+    write_all(s->buf, n);
   memmove(s->buf, s->buf + n, s->len - n);
   s->len -= n;
   s->line_start -= n;

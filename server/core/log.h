@@ -51,4 +51,14 @@ void sg_log_flush(void);
 /* Bytes of complete lines waiting in the calling thread's buffer. */
 size_t sg_log_pending(void);
 
+/* Starts a writer thread: from now on lines are handed to it and never written by the thread
+ * that made them, so a slow log sink (a stalled pipe, a full disk) cannot stop an event loop.
+ * While the writer is SG_LOG_QUEUE_MAX bytes behind, new lines are dropped and counted, and a
+ * line saying how many goes out once it catches up. */
+#define SG_LOG_QUEUE_MAX (8u << 20)
+void sg_log_start_writer(void);
+
+/* Writes out what the writer still holds and stops it; lines are written directly again. */
+void sg_log_stop_writer(void);
+
 #endif

@@ -11,9 +11,10 @@
 #include <event2/event.h>
 #include <openssl/err.h>
 
+#include "core/clock.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "core/mem.h"
-#include "rpc/call_int.h"
 
 /* Reads and writes go through these per-thread buffers; a connection only gets a buffer of
  * its own for bytes the socket would not take yet. */
@@ -21,8 +22,11 @@
 static _Thread_local uint8_t read_buf[SG_IO_BUF];
 static _Thread_local uint8_t write_buf[SG_IO_BUF];
 
+#define MS 1000000LL
 /* After a shutdown notice, the final GOAWAY follows the client's PING answer, or this. */
-#define SG_GOAWAY_FALLBACK_MS 1000
+#define SG_GOAWAY_FALLBACK_NS (1000 * MS)
+/* After an idle GOAWAY, a client that neither closes nor lets it through is closed on. */
+#define SG_CLOSE_AFTER_GOAWAY_NS (5000 * MS)
 /* Reads per readiness event before yielding to other connections. */
 #define SG_READS_PER_EVENT 8
 
@@ -34,37 +38,42 @@ typedef struct sg_conn {
   struct event *rev, *wev, *timer;
   uint8_t *pending; /* bytes the socket did not take yet */
   size_t pending_len, pending_off;
+  int64_t started_ns;    /* accepted at: the handshake deadline counts from here */
+  int64_t stalled_since; /* pending bytes last moved at (0: nothing pending) */
+  int64_t goaway_ns;     /* shutdown notice or idle GOAWAY submitted at */
+  int64_t timer_at;      /* the armed timer fires at (INT64_MAX: not armed) */
   unsigned handshaking : 1;
-  unsigned draining : 1;
+  unsigned draining : 1;    /* graceful shutdown under way */
+  unsigned drain_final : 1; /* the final GOAWAY has been asked for */
+  unsigned terminating : 1; /* idle GOAWAY sent: closing */
   unsigned flush_queued : 1;
   unsigned read_paused : 1;
   unsigned closed : 1;
+  unsigned tls_read_wants_write : 1; /* SSL_read needs the socket writable first */
+  unsigned tls_write_wants_read : 1; /* SSL_write needs the socket readable first */
   char peer[64];
-  struct sg_conn *prev, *next;
+  sg_list link;
 } sg_conn;
 
-/* The connections of this thread's loop. */
-static _Thread_local sg_conn *conns;
+/* The connections of this thread's loop. A thread-local cannot be initialized with its own
+ * address, hence the lazy set-up. */
+static _Thread_local sg_list conns;
 static _Thread_local size_t n_conns;
 static _Thread_local void (*drained_cb)(void *);
 static _Thread_local void *drained_arg;
+
+static sg_list *conn_list(void) {
+  if (conns.next == NULL)
+    sg_list_init(&conns);
+  return &conns;
+}
 
 size_t sg_conn_count(void) {
   return n_conns;
 }
 
-static void arm_timer(sg_conn *c, int64_t ms) {
-  struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
-  event_add(c->timer, &tv);
-}
-
 static void conn_free(sg_conn *c) {
-  if (c->prev != NULL)
-    c->prev->next = c->next;
-  else
-    conns = c->next;
-  if (c->next != NULL)
-    c->next->prev = c->prev;
+  sg_list_remove(&c->link);
   n_conns--;
   event_free(c->rev);
   event_free(c->wev);
@@ -101,6 +110,46 @@ static void conn_close(sg_conn *c) {
   event_active(c->timer, EV_TIMEOUT, 1);
 }
 
+/* --- Timers -------------------------------------------------------------------------------- */
+
+/* The next moment something about |c| must be looked at, or INT64_MAX: the handshake deadline,
+ * a stalled write, the GOAWAY fallbacks, the idle timeout. */
+static int64_t next_check(const sg_conn *c) {
+  const sg_conn_options *o = c->opts;
+  if (c->handshaking)
+    return c->started_ns + o->handshake_timeout_ms * MS;
+  int64_t t = INT64_MAX;
+  if (c->stalled_since != 0)
+    t = c->stalled_since + o->write_timeout_ms * MS;
+  if (c->draining && !c->drain_final && c->goaway_ns + SG_GOAWAY_FALLBACK_NS < t)
+    t = c->goaway_ns + SG_GOAWAY_FALLBACK_NS;
+  if (c->terminating && c->goaway_ns + SG_CLOSE_AFTER_GOAWAY_NS < t)
+    t = c->goaway_ns + SG_CLOSE_AFTER_GOAWAY_NS;
+  if (o->idle_timeout_ms > 0 && !c->terminating && !c->draining && sg_h2_open_streams(c->h2) == 0) {
+    int64_t idle_at = sg_h2_last_activity(c->h2) + o->idle_timeout_ms * MS;
+    if (idle_at < t)
+      t = idle_at;
+  }
+  return t;
+}
+
+/* Arms the timer for the next check. Called after every event, so it must be cheap: when the
+ * timer already fires sooner it is left alone (it fires early, finds nothing due, and
+ * reschedules), which keeps timer-heap updates off the hot path. */
+static void schedule(sg_conn *c) {
+  if (c->closed)
+    return;
+  int64_t at = next_check(c);
+  if (at >= c->timer_at)
+    return;
+  c->timer_at = at;
+  int64_t delay = at - sg_now_ns();
+  if (delay < 0)
+    delay = 0;
+  struct timeval tv = {(time_t)(delay / 1000000000), (suseconds_t)(delay % 1000000000 / 1000)};
+  event_add(c->timer, &tv);
+}
+
 /* --- Socket and TLS I/O -------------------------------------------------------------------- */
 
 enum { IO_AGAIN = -1, IO_ERROR = -2 };
@@ -118,7 +167,8 @@ static ssize_t io_read(sg_conn *c, uint8_t *buf, size_t cap) {
   switch (SSL_get_error(c->ssl, n)) {
   case SSL_ERROR_WANT_READ:
     return IO_AGAIN;
-  case SSL_ERROR_WANT_WRITE:
+  case SSL_ERROR_WANT_WRITE: /* e.g. answering a TLS 1.3 KeyUpdate */
+    c->tls_read_wants_write = 1;
     event_add(c->wev, NULL);
     return IO_AGAIN;
   case SSL_ERROR_ZERO_RETURN:
@@ -137,14 +187,20 @@ static ssize_t io_write(sg_conn *c, const uint8_t *buf, size_t len) {
       return n;
     return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : IO_ERROR;
   }
+  c->tls_write_wants_read = 0;
   int n = SSL_write(c->ssl, buf, (int)len);
   if (n > 0)
     return n;
-  int err = SSL_get_error(c->ssl, n);
-  if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ)
+  switch (SSL_get_error(c->ssl, n)) {
+  case SSL_ERROR_WANT_WRITE:
     return 0;
-  ERR_clear_error();
-  return IO_ERROR;
+  case SSL_ERROR_WANT_READ:
+    c->tls_write_wants_read = 1;
+    return 0;
+  default:
+    ERR_clear_error();
+    return IO_ERROR;
+  }
 }
 
 static int has_pending(const sg_conn *c) {
@@ -162,9 +218,9 @@ static void keep_pending(sg_conn *c, const uint8_t *p, size_t n) {
   c->pending_len += n;
 }
 
-/* Writes |n| bytes or keeps what the socket refused. Returns 1 if all went out, 0 if some
- * wait in pending, -1 on a socket error. */
-static int emit(sg_conn *c, const uint8_t *p, size_t n) {
+/* Writes |n| bytes or keeps what the socket refused. Returns the bytes written, or -1 on a
+ * socket error. */
+static ssize_t emit(sg_conn *c, const uint8_t *p, size_t n) {
   if (has_pending(c)) {
     keep_pending(c, p, n); /* order matters: never overtake bytes already waiting */
     return 0;
@@ -172,11 +228,9 @@ static int emit(sg_conn *c, const uint8_t *p, size_t n) {
   ssize_t w = io_write(c, p, n);
   if (w < 0)
     return -1;
-  if ((size_t)w < n) {
+  if ((size_t)w < n)
     keep_pending(c, p + w, n - (size_t)w);
-    return 0;
-  }
-  return 1;
+  return w;
 }
 
 static void pause_reading(sg_conn *c) {
@@ -200,10 +254,11 @@ static void conn_flush(sg_conn *c) {
   c->flush_queued = 0;
   if (c->closed || c->handshaking)
     return;
+  ssize_t moved = 0, w;
   if (has_pending(c)) {
-    ssize_t w = io_write(c, c->pending + c->pending_off, c->pending_len - c->pending_off);
-    if (w < 0)
+    if ((w = io_write(c, c->pending + c->pending_off, c->pending_len - c->pending_off)) < 0)
       goto fail;
+    moved += w;
     c->pending_off += (size_t)w;
     if (has_pending(c))
       goto blocked;
@@ -224,24 +279,39 @@ static void conn_flush(sg_conn *c) {
       len += (size_t)n;
       continue;
     }
-    if (len > 0 && emit(c, write_buf, len) < 0)
+    if (len > 0) {
+      if ((w = emit(c, write_buf, len)) < 0)
+        goto fail;
+      moved += w;
+      len = 0;
+    }
+    if ((w = emit(c, data, (size_t)n)) < 0)
       goto fail;
-    len = 0;
-    if (emit(c, data, (size_t)n) < 0)
-      goto fail;
+    moved += w;
   }
-  if (len > 0 && emit(c, write_buf, len) < 0)
-    goto fail;
+  if (len > 0) {
+    if ((w = emit(c, write_buf, len)) < 0)
+      goto fail;
+    moved += w;
+  }
   if (has_pending(c))
     goto blocked;
-  event_del(c->wev);
+  c->stalled_since = 0;
+  if (!c->tls_read_wants_write)
+    event_del(c->wev);
   resume_reading(c);
   if (sg_h2_done(c->h2))
     conn_close(c);
   return;
 blocked:
-  event_add(c->wev, NULL);
-  pause_reading(c);
+  if (c->stalled_since == 0 || moved > 0)
+    c->stalled_since = sg_now_ns();
+  if (c->tls_write_wants_read) {
+    resume_reading(c); /* TLS needs to read before it can write: writability would not help */
+  } else {
+    event_add(c->wev, NULL);
+    pause_reading(c);
+  }
   return;
 fail:
   conn_close(c);
@@ -257,8 +327,6 @@ static void on_flush_soon(void *arg) {
 
 /* --- Events -------------------------------------------------------------------------------- */
 
-static void start_timer(sg_conn *c);
-
 static void conn_handshake(sg_conn *c) {
   ERR_clear_error();
   int rv = SSL_do_handshake(c->ssl);
@@ -273,7 +341,6 @@ static void conn_handshake(sg_conn *c) {
     }
     c->handshaking = 0;
     event_del(c->wev);
-    start_timer(c);
     conn_flush(c);
     event_active(c->rev, EV_READ, 1); /* TLS may hold application data already */
     return;
@@ -299,14 +366,7 @@ static void conn_handshake(sg_conn *c) {
   }
 }
 
-static void on_readable(evutil_socket_t fd, short what, void *arg) {
-  (void)fd;
-  (void)what;
-  sg_conn *c = arg;
-  if (c->handshaking) {
-    conn_handshake(c);
-    return;
-  }
+static void conn_read(sg_conn *c) {
   int i;
   for (i = 0; i < SG_READS_PER_EVENT; i++) {
     ssize_t n = io_read(c, read_buf, sizeof(read_buf));
@@ -334,45 +394,66 @@ static void on_readable(evutil_socket_t fd, short what, void *arg) {
   conn_flush(c);
 }
 
-static void on_writable(evutil_socket_t fd, short what, void *arg) {
+static void on_readable(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   sg_conn *c = arg;
   if (c->handshaking)
     conn_handshake(c);
   else
+    conn_read(c);
+  schedule(c);
+}
+
+static void on_writable(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  sg_conn *c = arg;
+  if (c->handshaking) {
+    conn_handshake(c);
+  } else if (c->tls_read_wants_write) {
+    c->tls_read_wants_write = 0;
+    conn_read(c); /* the read TLS put off, then the flush */
+  } else {
     conn_flush(c);
+  }
+  schedule(c);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   sg_conn *c = arg;
+  const sg_conn_options *o = c->opts;
+  int64_t now = sg_now_ns();
+  c->timer_at = INT64_MAX;
   if (c->handshaking) {
-    sg_logf(SG_LOG_DEBUG, "tls_handshake_timeout", "closing connection");
+    if (now >= c->started_ns + o->handshake_timeout_ms * MS) {
+      sg_logf(SG_LOG_DEBUG, "tls_handshake_timeout", "closing connection");
+      conn_close(c);
+      return;
+    }
+  } else if (c->stalled_since != 0 && now - c->stalled_since >= o->write_timeout_ms * MS) {
+    sg_log_begin(SG_LOG_INFO, "write_timeout");
+    sg_log_cstr("peer", c->peer);
+    sg_log_cstr("detail", "client stopped reading; closing connection");
+    sg_log_end();
     conn_close(c);
     return;
-  }
-  if (c->draining) {
+  } else if (c->terminating && now - c->goaway_ns >= SG_CLOSE_AFTER_GOAWAY_NS) {
+    conn_close(c);
+    return;
+  } else if (c->draining && !c->drain_final && now - c->goaway_ns >= SG_GOAWAY_FALLBACK_NS) {
+    c->drain_final = 1;
     sg_h2_shutdown(c->h2); /* the final GOAWAY, if the PING answer has not brought it */
-    return;
-  }
-  int64_t idle_ns = c->opts->idle_timeout_ms * 1000000;
-  int64_t quiet = sg_now_ns() - sg_h2_last_activity(c->h2);
-  if (sg_h2_open_streams(c->h2) == 0 && quiet >= idle_ns) {
+  } else if (o->idle_timeout_ms > 0 && !c->terminating && !c->draining &&
+             sg_h2_open_streams(c->h2) == 0 &&
+             now - sg_h2_last_activity(c->h2) >= o->idle_timeout_ms * MS) {
+    c->terminating = 1;
+    c->goaway_ns = now;
     sg_h2_terminate(c->h2);
-    return;
   }
-  arm_timer(c, quiet >= idle_ns ? c->opts->idle_timeout_ms : (idle_ns - quiet) / 1000000 + 1);
-}
-
-static void start_timer(sg_conn *c) {
-  if (c->handshaking)
-    arm_timer(c, c->opts->handshake_timeout_ms);
-  else if (c->draining)
-    arm_timer(c, SG_GOAWAY_FALLBACK_MS);
-  else if (c->opts->idle_timeout_ms > 0)
-    arm_timer(c, c->opts->idle_timeout_ms);
+  schedule(c);
 }
 
 static const sg_h2_hooks hooks = {.want_write = on_flush_soon};
@@ -384,6 +465,8 @@ void sg_conn_start(sg_loop *loop, int fd, const char *peer, const sg_conn_option
   sg_conn *c = sg_calloc(1, sizeof(*c));
   c->fd = fd;
   c->opts = opts;
+  c->started_ns = sg_now_ns();
+  c->timer_at = INT64_MAX;
   snprintf(c->peer, sizeof(c->peer), "%s", peer);
   c->rev = event_new(base, fd, EV_READ | EV_PERSIST, on_readable, c);
   c->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
@@ -397,15 +480,12 @@ void sg_conn_start(sg_loop *loop, int fd, const char *peer, const sg_conn_option
     SSL_set_accept_state(c->ssl);
     c->handshaking = 1;
   }
-  c->next = conns;
-  if (conns != NULL)
-    conns->prev = c;
-  conns = c;
+  sg_list_push(conn_list(), &c->link);
   n_conns++;
   event_add(c->rev, NULL);
-  start_timer(c);
   if (!c->handshaking)
     conn_flush(c); /* our SETTINGS go first */
+  schedule(c);
 }
 
 void sg_conn_drain_all(void (*drained)(void *), void *arg) {
@@ -416,7 +496,9 @@ void sg_conn_drain_all(void (*drained)(void *), void *arg) {
     drained(arg);
     return;
   }
-  for (sg_conn *c = conns; c != NULL; c = c->next) {
+  sg_list *pos, *tmp;
+  sg_list_foreach_safe(pos, tmp, conn_list()) {
+    sg_conn *c = SG_CONTAINER_OF(pos, sg_conn, link);
     if (c->closed || c->draining)
       continue;
     if (c->handshaking) {
@@ -424,12 +506,15 @@ void sg_conn_drain_all(void (*drained)(void *), void *arg) {
       continue;
     }
     c->draining = 1;
+    c->goaway_ns = sg_now_ns();
     sg_h2_shutdown(c->h2);
-    start_timer(c);
+    schedule(c);
   }
 }
 
 void sg_conn_close_all(void) {
-  for (sg_conn *c = conns; c != NULL; c = c->next)
-    conn_close(c);
+  sg_list *pos, *tmp;
+  sg_list_foreach_safe(pos, tmp, conn_list()) {
+    conn_close(SG_CONTAINER_OF(pos, sg_conn, link));
+  }
 }

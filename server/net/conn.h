@@ -15,8 +15,10 @@
 typedef struct {
   const sg_h2_options *h2;
   SSL_CTX *tls;                 /* NULL: cleartext h2c with prior knowledge */
-  int64_t idle_timeout_ms;      /* no open stream and no frame for this long: GOAWAY, close */
-  int64_t handshake_timeout_ms; /* TLS handshake must finish within this */
+  int64_t idle_timeout_ms;      /* no open stream and no frame for this long: GOAWAY (0: never) */
+  int64_t handshake_timeout_ms; /* a TLS handshake must finish within this */
+  int64_t write_timeout_ms;     /* bytes waiting to be sent that do not move for this long:
+                                   the client is not reading, the connection is closed */
 } sg_conn_options;
 
 /* Serves the accepted, non-blocking socket |fd| (ownership passes) on the calling thread's

@@ -11,7 +11,7 @@
 
 #include "core/log.h"
 #include "core/mem.h"
-#include "rpc/call_int.h"
+#include "rpc/call.h"
 
 typedef struct sg_task {
   struct sg_task *next;
@@ -38,7 +38,7 @@ struct sg_loop {
 #define SG_LOG_FLUSH_BYTES 16384
 #define SG_LOG_FLUSH_US    20000
 
-#define SG_MAX_LOOPS 256
+#define SG_MAX_LOOPS 1024 /* --threads allows 256 workers; tests create loops of their own */
 static sg_loop *all_loops[SG_MAX_LOOPS];
 static size_t n_loops;
 static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -7,6 +7,7 @@
 
 #include <event2/event.h>
 
+#include "core/clock.h"
 #include "core/mem.h"
 #include "rpc/b64.h"
 #include "rpc/call_int.h"
@@ -20,12 +21,6 @@
 #define SG_ARENA_POOL 64
 static _Thread_local sg_arena *arena_pool[SG_ARENA_POOL];
 static _Thread_local size_t arena_pool_n;
-
-int64_t sg_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static sg_arena *arena_get(void) {
   return arena_pool_n > 0 ? arena_pool[--arena_pool_n] : sg_arena_new();
@@ -45,31 +40,74 @@ void sg_call_pool_drain(void) {
     sg_arena_free(arena_pool[--arena_pool_n]);
 }
 
-sg_call *sg_call_new(sg_h2 *h2, int32_t stream_id, const char *peer, size_t max_message) {
+sg_call *sg_call_new(sg_h2 *h2, int32_t stream_id) {
   sg_arena *arena = arena_get();
   sg_call *call = sg_arena_zalloc(arena, sizeof(*call));
   call->arena = arena;
   call->h2 = h2;
   call->stream_id = stream_id;
+  sg_list_init(&call->link);
   call->refs = 1;
   call->status = -1;
   call->deadline = INT64_MAX;
   call->start_ns = sg_now_ns();
-  call->peer = peer;
-  call->base = sg_h2_event_base(h2);
-  sg_frame_decoder_init(&call->dec, max_message);
+  /* A copy: the call may outlive its connection while a handler still holds it. */
+  call->peer = sg_arena_strndup(arena, h2->peer, strlen(h2->peer));
+  call->base = h2->base;
+  sg_frame_decoder_init(&call->dec, h2->opts->max_message_bytes);
   return call;
 }
 
-static void free_call(sg_call *call) {
-  if (call->deadline_ev != NULL)
-    event_del(call->deadline_ev);
+/* Memory a request may take to unpack: generous for real messages, bounded for hostile ones. */
+static size_t unpack_budget(const sg_call *call) {
+  return 4 * call->dec.max_len + 65536;
+}
+
+ProtobufCMessage *sg_call_unpack(sg_call *call, const uint8_t *data, size_t len, int *over_budget) {
+  sg_arena *a = call->arena;
+  size_t budget = sg_arena_used(a) + unpack_budget(call);
+  if (call->route->kind == SG_METHOD_BIDI_STREAMING) {
+    if (call->scratch == NULL)
+      call->scratch = arena_get();
+    a = call->scratch;
+    budget = unpack_budget(call);
+  }
+  sg_arena_set_pb_budget(a, budget);
+  ProtobufCMessage *msg =
+      protobuf_c_message_unpack(call->route->input, sg_arena_allocator(a), len, data);
+  *over_budget = msg == NULL && sg_arena_pb_refused(a);
+  sg_arena_set_pb_budget(a, 0);
+  return msg;
+}
+
+/* Frees queued responses and gives their bytes back to the session's budget. */
+static void drop_output(sg_call *call) {
   for (sg_outbuf *o = call->out_head, *next; o != NULL; o = next) {
     next = o->next;
     if (o->heap)
       free(o);
   }
+  call->out_head = call->out_tail = NULL;
+  if (call->h2 != NULL)
+    call->h2->out_queued -= call->out_queued;
+  call->out_queued = 0;
+}
+
+void sg_call_detach(sg_call *call) {
+  if (call->h2 == NULL)
+    return;
+  drop_output(call);
+  call->h2->in_buffered -= call->dec.buf_cap;
   sg_frame_decoder_free(&call->dec);
+  if (call->deadline_ev != NULL)
+    event_del(call->deadline_ev);
+  call->h2 = NULL;
+}
+
+static void free_call(sg_call *call) {
+  sg_call_detach(call);
+  if (call->scratch != NULL)
+    arena_put(call->scratch);
   arena_put(call->arena);
 }
 
@@ -94,14 +132,10 @@ void sg_md_add(sg_arena *arena, sg_md_list *l, const char *name, size_t name_len
                                    sg_arena_strndup(arena, value, value_len), value_len};
 }
 
-static int is_bin(const char *name, size_t len) {
-  return len > 4 && memcmp(name + len - 4, "-bin", 4) == 0;
-}
-
 static void add_response_md(sg_call *call, sg_md_list *l, const char *name, const void *value,
                             size_t len) {
   size_t name_len = strlen(name);
-  if (!is_bin(name, name_len)) {
+  if (!sg_md_is_bin(name, name_len)) {
     sg_md_add(call->arena, l, name, name_len, value, len);
     return;
   }
@@ -218,39 +252,47 @@ static nghttp2_nv *nv_array(sg_call *call, size_t extra) {
                         (extra + call->initial_md.n + call->trailing_md.n) * sizeof(nghttp2_nv));
 }
 
+/* Response headers common to every answer: grpc-accept-encoding goes to clients that compress
+ * and into the error that refuses an encoding; plain calls do without it (one header less to
+ * encode per response). */
+static size_t common_nv(sg_call *call, nghttp2_nv *nva) {
+  size_t n = 0;
+  nva[n++] = NV_LIT("content-type", "application/grpc");
+  if (call->req_encoding != SG_ENCODING_IDENTITY)
+    nva[n++] = NV_LIT("grpc-accept-encoding", SG_ACCEPT_ENCODINGS);
+  return n;
+}
+
 static void start_response(sg_call *call) {
   nghttp2_nv *nva = nv_array(call, 4);
   size_t n = 0;
   nva[n++] = NV_LIT(":status", "200");
-  nva[n++] = NV_LIT("content-type", "application/grpc");
-  /* Advertised to clients that compress, and in the error that refuses an encoding; plain
-   * calls do without it (one header less to encode per response). */
-  if (call->req_encoding != SG_ENCODING_IDENTITY)
-    nva[n++] = NV_LIT("grpc-accept-encoding", SG_ACCEPT_ENCODINGS);
+  n += common_nv(call, nva + n);
   if (call->resp_encoding != SG_ENCODING_IDENTITY)
     nva[n++] = NV_STR("grpc-encoding", sg_encoding_name(call->resp_encoding));
   n += append_md(nva + n, &call->initial_md);
   nghttp2_data_provider prd = {.source.ptr = call, .read_callback = data_read};
   call->response_started = 1;
-  if (nghttp2_submit_response(sg_h2_session(call->h2), call->stream_id, nva, n, &prd) != 0)
-    nghttp2_submit_rst_stream(sg_h2_session(call->h2), NGHTTP2_FLAG_NONE, call->stream_id,
+  if (nghttp2_submit_response(call->h2->session, call->stream_id, nva, n, &prd) != 0)
+    nghttp2_submit_rst_stream(call->h2->session, NGHTTP2_FLAG_NONE, call->stream_id,
                               NGHTTP2_INTERNAL_ERROR);
 }
 
-/* One HEADERS frame with END_STREAM carrying the status: for calls that end before any
- * message was sent. */
-static void submit_trailers_only(sg_call *call) {
+/* One HEADERS frame with END_STREAM carrying the status: Trailers-Only for calls that end
+ * before any message was sent (|http_status| "200"), or an HTTP-level refusal. |extra| holds
+ * up to one more header. */
+static void submit_headers_only(sg_call *call, const char *http_status, const nghttp2_nv *extra) {
   nghttp2_nv *nva = nv_array(call, 6);
   size_t n = 0;
-  nva[n++] = NV_LIT(":status", "200");
-  nva[n++] = NV_LIT("content-type", "application/grpc");
-  if (call->req_encoding != SG_ENCODING_IDENTITY)
-    nva[n++] = NV_LIT("grpc-accept-encoding", SG_ACCEPT_ENCODINGS);
+  nva[n++] = NV_STR(":status", http_status);
+  n += common_nv(call, nva + n);
+  if (extra != NULL)
+    nva[n++] = *extra;
   n += append_md(nva + n, &call->initial_md);
   n += status_nv(call, nva + n);
   call->response_started = 1;
   call->trailers_submitted = 1;
-  nghttp2_submit_response(sg_h2_session(call->h2), call->stream_id, nva, n, NULL);
+  nghttp2_submit_response(call->h2->session, call->stream_id, nva, n, NULL);
 }
 
 static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
@@ -270,6 +312,8 @@ static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *b
       call->out_head = o->next;
       if (call->out_head == NULL)
         call->out_tail = NULL;
+      call->out_queued -= o->len;
+      call->h2->out_queued -= o->len;
       if (o->heap)
         free(o);
     }
@@ -288,7 +332,7 @@ static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *b
 
 /* Nudges the session after queueing output from outside a receive. */
 static void wake(sg_call *call) {
-  nghttp2_session_resume_data(sg_h2_session(call->h2), call->stream_id);
+  nghttp2_session_resume_data(call->h2->session, call->stream_id);
   sg_h2_kick(call->h2);
 }
 
@@ -305,14 +349,8 @@ static sg_outbuf *outbuf_new(sg_call *call, size_t body_len) {
   return o;
 }
 
-int sg_call_send(sg_call *call, const ProtobufCMessage *msg) {
-  if (sg_call_is_done(call))
-    return -1;
-  size_t len = protobuf_c_message_get_packed_size(msg);
-  if (len > UINT32_MAX) {
-    sg_call_end(call, SG_STATUS_INTERNAL, "response message too large");
-    return -1;
-  }
+/* Packs |msg| behind a message header, compressed when the call compresses and it pays. */
+static sg_outbuf *pack(sg_call *call, const ProtobufCMessage *msg, size_t len) {
   sg_outbuf *o;
   if (call->resp_encoding != SG_ENCODING_IDENTITY && len >= SG_COMPRESS_MIN) {
     uint8_t *plain = sg_malloc(len), *packed;
@@ -329,11 +367,31 @@ int sg_call_send(sg_call *call, const ProtobufCMessage *msg) {
     sg_frame_header_write(o->data, 0, (uint32_t)len);
     protobuf_c_message_pack(msg, o->data + SG_FRAME_HEADER_LEN);
   }
+  return o;
+}
+
+int sg_call_send(sg_call *call, const ProtobufCMessage *msg) {
+  if (sg_call_is_done(call))
+    return -1;
+  size_t len = protobuf_c_message_get_packed_size(msg);
+  if (len > UINT32_MAX) {
+    sg_call_end(call, SG_STATUS_INTERNAL, "response message too large");
+    return -1;
+  }
+  sg_h2 *h2 = call->h2;
+  if (h2->out_queued + len > h2->opts->max_queued_bytes) {
+    /* The client takes nothing while the handler keeps producing: stop before memory does. */
+    sg_call_abort(call, SG_STATUS_RESOURCE_EXHAUSTED, "response queue full: client not reading");
+    return -1;
+  }
+  sg_outbuf *o = pack(call, msg, len);
   if (call->out_tail != NULL)
     call->out_tail->next = o;
   else
     call->out_head = o;
   call->out_tail = o;
+  call->out_queued += o->len;
+  h2->out_queued += o->len;
   call->msgs_out++;
   if (!call->response_started)
     start_response(call);
@@ -344,33 +402,37 @@ int sg_call_send(sg_call *call, const ProtobufCMessage *msg) {
 void sg_call_end(sg_call *call, int code, const char *msg) {
   if (call->status >= 0)
     return;
-  call->status = code;
+  /* Anything outside the 17 gRPC codes is a bug in the caller; the client sees UNKNOWN and so
+   * does the log, and the call is ended either way. */
+  call->status = code >= 0 && code <= SG_STATUS_UNAUTHENTICATED ? code : SG_STATUS_UNKNOWN;
   call->status_msg = msg ? sg_arena_strndup(call->arena, msg, strlen(msg)) : NULL;
-  if (call->deadline_ev != NULL)
-    event_del(call->deadline_ev);
   if (call->h2 == NULL)
     return;
   if (!call->response_started)
-    submit_trailers_only(call);
+    submit_headers_only(call, "200", NULL);
   wake(call);
 }
 
+void sg_call_abort(sg_call *call, int code, const char *msg) {
+  call->status = code;
+  call->status_msg = msg ? sg_arena_strndup(call->arena, msg, strlen(msg)) : NULL;
+  if (call->h2 == NULL)
+    return;
+  drop_output(call);
+  call->response_started = 1;
+  call->trailers_submitted = 1;
+  /* PROTOCOL-HTTP2.md maps ENHANCE_YOUR_CALM to RESOURCE_EXHAUSTED on the client. */
+  uint32_t rst = code == SG_STATUS_RESOURCE_EXHAUSTED ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_CANCEL;
+  nghttp2_submit_rst_stream(call->h2->session, NGHTTP2_FLAG_NONE, call->stream_id, rst);
+  sg_h2_kick(call->h2);
+}
+
 void sg_call_reject_http(sg_call *call, int http_status, int code, const char *msg) {
-  static const char *const texts[] = {"405", "415"};
-  const char *text = http_status == 405 ? texts[0] : texts[1];
   call->http_status = http_status;
   call->status = code;
   call->status_msg = sg_arena_strndup(call->arena, msg, strlen(msg));
-  nghttp2_nv nva[5];
-  size_t n = 0;
-  nva[n++] = NV_STR(":status", text);
-  nva[n++] = NV_LIT("content-type", "application/grpc");
-  if (http_status == 405)
-    nva[n++] = NV_LIT("allow", "POST");
-  n += status_nv(call, nva + n); /* no trailing metadata yet: at most two entries */
-  call->response_started = 1;
-  call->trailers_submitted = 1;
-  nghttp2_submit_response(sg_h2_session(call->h2), call->stream_id, nva, n, NULL);
+  nghttp2_nv allow = NV_LIT("allow", "POST");
+  submit_headers_only(call, http_status == 405 ? "405" : "415", http_status == 405 ? &allow : NULL);
 }
 
 void sg_call_finish(sg_call *call, sg_status_code code, const char *fmt, ...) {
@@ -398,7 +460,11 @@ void sg_call_invoke(sg_call *call, const ProtobufCMessage *msg) {
     call->handler_started = 1;
     call->refs++;
   }
+  call->refs++; /* the handler may finish and release the call inside; we look at it after */
   call->route->handler(call, msg);
+  if (call->scratch != NULL)
+    sg_arena_reset(call->scratch); /* a bidi request lives only during its handler run */
+  sg_call_release(call);
 }
 
 void sg_call_cancel(sg_call *call) {
@@ -413,12 +479,17 @@ struct event_base *sg_call_event_base(const sg_call *call) {
   return call->base;
 }
 
+/* The deadline stays armed until the stream closes, whatever the handler did: it is also what
+ * ends a stream whose trailers a client never lets through. */
 static void deadline_passed(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   sg_call *call = arg;
   call->deadline_passed = 1;
-  sg_call_end(call, SG_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
+  if (call->status < 0 && !call->response_started)
+    sg_call_end(call, SG_STATUS_DEADLINE_EXCEEDED, "deadline exceeded"); /* Trailers-Only */
+  else
+    sg_call_abort(call, SG_STATUS_DEADLINE_EXCEEDED, "deadline exceeded"); /* RST_STREAM */
   sg_call_cancel(call);
 }
 

@@ -32,9 +32,10 @@ typedef enum {
 } sg_method_kind;
 
 /* For unary and server-streaming methods the handler runs once, when the client has sent its
- * request and half-closed. For bidirectional streaming it runs for each request message as it
- * arrives, then once more with |request| NULL when the client half-closes. The request lives
- * in the call's arena. */
+ * request and half-closed; the request lives in the call's arena until the call ends. For
+ * bidirectional streaming it runs for each request message as it arrives, then once more with
+ * |request| NULL when the client half-closes; each request is valid only during its run (a
+ * long stream must not accumulate every message it ever received). */
 typedef void (*sg_handler_fn)(sg_call *call, const ProtobufCMessage *request);
 
 typedef struct {
@@ -94,7 +95,8 @@ void sg_call_add_initial_metadata(sg_call *call, const char *name, const void *v
 void sg_call_add_trailing_metadata(sg_call *call, const char *name, const void *value, size_t len);
 
 /* Queues one response message. Returns 0, or -1 if the call is already done (the message is
- * dropped). */
+ * dropped) or the connection's response queue is full because the client is not reading (the
+ * call is then reset with RESOURCE_EXHAUSTED; the handler must still finish it). */
 int sg_call_send(sg_call *call, const ProtobufCMessage *msg);
 
 /* Ends the call with |code| and a status message made from |fmt| (NULL or "" for none). The
@@ -107,5 +109,8 @@ void sg_call_reply(sg_call *call, const ProtobufCMessage *msg);
 
 /* Records the organization for the RPC's log line. |org| is copied. */
 void sg_call_set_org(sg_call *call, const char *org);
+
+/* Frees the calling loop thread's cache of spare call arenas (when the loop ends). */
+void sg_call_pool_drain(void);
 
 #endif

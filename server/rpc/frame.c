@@ -96,7 +96,7 @@ int sg_frame_decoder_feed(sg_frame_decoder *d, const uint8_t *p, size_t len, sg_
     d->hdr_len = 0;
     d->buf_len = 0;
     int rv = cb(ud, d->compressed, msg, d->declared_len);
-    if (rv < 0) {
+    if (rv != 0) {
       d->failed = 1;
       return rv;
     }

@@ -14,6 +14,7 @@ enum {
   SG_FRAME_ERR_TOO_LARGE = -1, /* a declared length exceeds max_len (see declared_len) */
   SG_FRAME_ERR_BAD_FLAG = -2,  /* the compressed flag is neither 0 nor 1 */
   SG_FRAME_ERR_TRUNCATED = -3, /* the stream ended inside a message */
+  SG_FRAME_ERR_STOPPED = -4,   /* returned by a callback to stop decoding */
 };
 
 typedef struct {
@@ -28,8 +29,8 @@ typedef struct {
 } sg_frame_decoder;
 
 /* Called once per complete message. |msg| is valid only during the call; it points into the
- * fed bytes when the message arrived whole, else into the decoder's buffer. Returning a
- * negative value stops decoding and makes sg_frame_decoder_feed return it. */
+ * fed bytes when the message arrived whole, else into the decoder's buffer. Returns 0 to go
+ * on, or SG_FRAME_ERR_STOPPED to stop decoding (sg_frame_decoder_feed then returns it). */
 typedef int (*sg_frame_cb)(void *user_data, int compressed, const uint8_t *msg, size_t len);
 
 void sg_frame_decoder_init(sg_frame_decoder *d, size_t max_len);
@@ -38,8 +39,9 @@ void sg_frame_decoder_init(sg_frame_decoder *d, size_t max_len);
 void sg_frame_decoder_free(sg_frame_decoder *d);
 
 /* Feeds |len| bytes. Returns 0, SG_FRAME_ERR_TOO_LARGE as soon as a header declares more than
- * max_len (before any of the body is buffered), SG_FRAME_ERR_BAD_FLAG, or a negative value
- * returned by |cb|. After an error every later call returns SG_FRAME_ERR_BAD_FLAG. */
+ * max_len (before any of the body is buffered), SG_FRAME_ERR_BAD_FLAG, or
+ * SG_FRAME_ERR_STOPPED from |cb|. After an error every later call returns
+ * SG_FRAME_ERR_BAD_FLAG. */
 int sg_frame_decoder_feed(sg_frame_decoder *d, const uint8_t *data, size_t len, sg_frame_cb cb,
                           void *user_data);
 

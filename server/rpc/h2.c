@@ -8,6 +8,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "rpc/b64.h"
@@ -18,32 +19,6 @@
  * WINDOW_UPDATE round trips. Message size, not the window, bounds what a stream buffers. */
 #define SG_H2_STREAM_WINDOW (1 << 20)
 #define SG_H2_CONN_WINDOW   (4 << 20)
-
-struct sg_h2 {
-  nghttp2_session *session;
-  const sg_h2_options *opts;
-  struct event_base *base;
-  sg_h2_hooks hooks;
-  void *user_data;
-  char *peer;
-  sg_call *calls; /* open calls */
-  size_t open;
-  int in_recv;
-  int draining;     /* shutdown notice sent */
-  int goaway_final; /* final GOAWAY submitted */
-  double reset_tokens;
-  int64_t reset_refill_ns;
-  int64_t last_frame_ns;
-  int frame_seen; /* a complete frame arrived during this sg_h2_recv */
-};
-
-nghttp2_session *sg_h2_session(sg_h2 *h2) {
-  return h2->session;
-}
-
-struct event_base *sg_h2_event_base(sg_h2 *h2) {
-  return h2->base;
-}
 
 void sg_h2_kick(sg_h2 *h2) {
   if (!h2->in_recv && h2->hooks.want_write != NULL)
@@ -100,14 +75,25 @@ static const char *keep(sg_call *call, const uint8_t *value, size_t len) {
   return sg_arena_strndup(call->arena, (const char *)value, len);
 }
 
-/* A "-bin" value may hold several base64 values joined by ',' (PROTOCOL-HTTP2.md). */
-static int add_bin_metadata(sg_call *call, const uint8_t *name, size_t name_len,
+/* A "-bin" value may hold several base64 values joined by ',' (PROTOCOL-HTTP2.md). Each part
+ * beyond the first is an entry of its own and counts against the header-list limit like a
+ * field of its own would, so commas cannot multiply what a small header costs us. */
+static int add_bin_metadata(sg_h2 *h2, sg_call *call, const uint8_t *name, size_t name_len,
                             const uint8_t *value, size_t len) {
   size_t start = 0;
   for (size_t i = 0; i <= len; i++) {
     if (i < len && value[i] != ',')
       continue;
     size_t part = i - start;
+    if (start > 0) {
+      call->header_bytes += name_len + part + 32;
+      if (call->header_bytes > h2->opts->max_header_list_bytes) {
+        call->headers_too_large = 1;
+        return 0;
+      }
+    }
+    if (part == 0 && len > 0)
+      return -1; /* ",," or a leading or trailing comma: no value is empty by accident */
     uint8_t *bytes = sg_arena_alloc(call->arena, part / 4 * 3 + 3);
     size_t n;
     if (sg_b64_decode((const char *)value + start, part, bytes, &n) != 0)
@@ -118,8 +104,8 @@ static int add_bin_metadata(sg_call *call, const uint8_t *name, size_t name_len,
   return 0;
 }
 
-static void store_header(sg_call *call, const uint8_t *name, size_t name_len, const uint8_t *value,
-                         size_t len) {
+static void store_header(sg_h2 *h2, sg_call *call, const uint8_t *name, size_t name_len,
+                         const uint8_t *value, size_t len) {
   if (name_is(name, name_len, ":method")) {
     call->method = keep(call, value, len);
   } else if (name_is(name, name_len, ":path")) {
@@ -138,12 +124,10 @@ static void store_header(sg_call *call, const uint8_t *name, size_t name_len, co
   } else if (name_is(name, name_len, "grpc-accept-encoding")) {
     call->accept_encoding = keep(call, value, len);
     call->accept_encoding_len = len;
-  } else if (name_is(name, name_len, "user-agent")) {
-    call->user_agent = keep(call, value, len);
   } else if (name_is(name, name_len, "te") || (name_len >= 5 && memcmp(name, "grpc-", 5) == 0)) {
     /* te is checked by nghttp2 (only "trailers"); other grpc- names are reserved. */
-  } else if (name_len > 4 && memcmp(name + name_len - 4, "-bin", 4) == 0) {
-    if (add_bin_metadata(call, name, name_len, value, len) != 0 && call->status < 0)
+  } else if (sg_md_is_bin((const char *)name, name_len)) {
+    if (add_bin_metadata(h2, call, name, name_len, value, len) != 0)
       call->header_error = "invalid base64 in binary metadata";
   } else {
     sg_md_add(call->arena, &call->md, (const char *)name, name_len, (const char *)value, len);
@@ -154,11 +138,8 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
   sg_h2 *h2 = ud;
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
     return 0;
-  sg_call *call = sg_call_new(h2, frame->hd.stream_id, h2->peer, h2->opts->max_message_bytes);
-  call->next = h2->calls;
-  if (h2->calls != NULL)
-    h2->calls->prev = call;
-  h2->calls = call;
+  sg_call *call = sg_call_new(h2, frame->hd.stream_id);
+  sg_list_push(&h2->calls, &call->link);
   h2->open++;
   nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, call);
   return 0;
@@ -183,7 +164,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
       return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     return 0;
   }
-  store_header(call, name, name_len, value, value_len);
+  store_header(h2, call, name, name_len, value, value_len);
   return 0;
 }
 
@@ -272,7 +253,7 @@ static int on_message(void *ud, int compressed, const uint8_t *data, size_t len)
   if (compressed) {
     if (call->req_encoding == SG_ENCODING_IDENTITY) {
       sg_call_end(call, SG_STATUS_INTERNAL, "compressed message without grpc-encoding");
-      return -1;
+      return SG_FRAME_ERR_STOPPED;
     }
     size_t plain_len;
     int rv = sg_decompress(call->req_encoding, data, len, call->dec.max_len, &plain, &plain_len);
@@ -286,28 +267,30 @@ static int on_message(void *ud, int compressed, const uint8_t *data, size_t len)
       sg_call_end(
           call, rv == SG_COMPRESS_ERR_TOO_LARGE ? SG_STATUS_RESOURCE_EXHAUSTED : SG_STATUS_INTERNAL,
           msg);
-      return -1;
+      return SG_FRAME_ERR_STOPPED;
     }
     data = plain;
     len = plain_len;
   }
-  const sg_route *route = call->route;
-  ProtobufCMessage *req =
-      protobuf_c_message_unpack(route->input, sg_arena_allocator(call->arena), len, data);
+  int over_budget;
+  ProtobufCMessage *req = sg_call_unpack(call, data, len, &over_budget);
   free(plain);
   if (req == NULL) {
-    snprintf(msg, sizeof(msg), "could not parse request message as %s", route->input->name);
-    sg_call_end(call, SG_STATUS_INTERNAL, msg);
-    return -1;
+    if (over_budget)
+      snprintf(msg, sizeof(msg), "request message needs too much memory to unpack");
+    else
+      snprintf(msg, sizeof(msg), "could not parse request message as %s", call->route->input->name);
+    sg_call_end(call, over_budget ? SG_STATUS_RESOURCE_EXHAUSTED : SG_STATUS_INTERNAL, msg);
+    return SG_FRAME_ERR_STOPPED;
   }
   call->msgs_in++;
-  if (route->kind == SG_METHOD_BIDI_STREAMING) {
+  if (call->route->kind == SG_METHOD_BIDI_STREAMING) {
     sg_call_invoke(call, req);
-    return call->status >= 0 ? -1 : 0;
+    return call->status >= 0 ? SG_FRAME_ERR_STOPPED : 0;
   }
   if (call->request != NULL) {
     sg_call_end(call, SG_STATUS_UNIMPLEMENTED, "more than one request message for a unary call");
-    return -1;
+    return SG_FRAME_ERR_STOPPED;
   }
   call->request = req;
   return 0;
@@ -317,10 +300,13 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
                          const uint8_t *data, size_t len, void *ud) {
   (void)session;
   (void)flags;
-  sg_call *call = stream_call(ud, stream_id);
+  sg_h2 *h2 = ud;
+  sg_call *call = stream_call(h2, stream_id);
   if (call == NULL || call->route == NULL || call->status >= 0)
     return 0; /* answered already: the rest of the body is read and dropped */
+  size_t cap_before = call->dec.buf_cap;
   int rv = sg_frame_decoder_feed(&call->dec, data, len, on_message, call);
+  h2->in_buffered += call->dec.buf_cap - cap_before;
   char msg[128];
   if (rv == SG_FRAME_ERR_TOO_LARGE) {
     snprintf(msg, sizeof(msg), "received message larger than max (%u vs. %zu bytes)",
@@ -328,6 +314,14 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
     sg_call_end(call, SG_STATUS_RESOURCE_EXHAUSTED, msg);
   } else if (rv == SG_FRAME_ERR_BAD_FLAG) {
     sg_call_end(call, SG_STATUS_INTERNAL, "invalid compressed flag in message header");
+  } else if (h2->in_buffered > h2->opts->max_buffered_bytes) {
+    /* Many streams each holding part of a large message: the connection's share is spent. */
+    sg_call_end(call, SG_STATUS_RESOURCE_EXHAUSTED,
+                "partial requests on this connection exceed their memory limit");
+  }
+  if (call->status >= 0) { /* nothing more will be decoded: give the buffer back now */
+    h2->in_buffered -= call->dec.buf_cap;
+    sg_frame_decoder_free(&call->dec);
   }
   return 0;
 }
@@ -427,21 +421,11 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
   return 0;
 }
 
-static void unlink_call(sg_h2 *h2, sg_call *call) {
-  if (call->prev != NULL)
-    call->prev->next = call->next;
-  else
-    h2->calls = call->next;
-  if (call->next != NULL)
-    call->next->prev = call->prev;
-  call->prev = call->next = NULL;
-  h2->open--;
-}
-
 /* The stream is gone (finished, reset, or the session is going away). */
 static void close_call(sg_h2 *h2, sg_call *call) {
-  unlink_call(h2, call);
-  call->h2 = NULL;
+  sg_list_remove(&call->link);
+  h2->open--;
+  sg_call_detach(call);
   log_rpc(call, call->status >= 0       ? call->status
                 : call->deadline_passed ? SG_STATUS_DEADLINE_EXCEEDED
                                         : SG_STATUS_CANCELLED);
@@ -485,6 +469,7 @@ sg_h2 *sg_h2_new(const sg_h2_options *opts, struct event_base *base, const char 
   h2->hooks = *hooks;
   h2->user_data = user_data;
   h2->peer = sg_strdup(peer);
+  sg_list_init(&h2->calls);
   h2->reset_tokens = opts->reset_burst;
   h2->reset_refill_ns = h2->last_frame_ns = sg_now_ns();
 
@@ -496,6 +481,13 @@ sg_h2 *sg_h2_new(const sg_h2_options *opts, struct event_base *base, const char 
    * SETTINGS_NO_RFC7540_PRIORITIES below) nghttp2 keeps no dependency tree and no closed
    * streams, which saves memory per connection and work per stream. */
   nghttp2_option_set_no_closed_streams(option, 1);
+#ifdef SG_HAVE_NGHTTP2_RESET_LIMIT
+  /* Debian's libnghttp2 1.52 carries the upstream Rapid Reset limiter (1000 burst, 33/s by
+   * default, answered with GOAWAY(INTERNAL_ERROR)). Ours acts first, with ENHANCE_YOUR_CALM
+   * and a log line; the library's stays behind it, looser, as a second line. */
+  nghttp2_option_set_stream_reset_rate_limit(option, 2 * (uint64_t)opts->reset_burst,
+                                             2 * (uint64_t)opts->reset_rate);
+#endif
   int rv = nghttp2_session_server_new2(&h2->session, shared_callbacks, h2, option);
   nghttp2_option_del(option);
   if (rv != 0)
@@ -517,14 +509,13 @@ void sg_h2_free(sg_h2 *h2) {
     return;
   /* Detach every call first: cancel callbacks may finish their calls, which must then find no
    * session to write to. */
-  sg_call *calls = h2->calls;
-  for (sg_call *c = calls; c != NULL; c = c->next)
-    c->h2 = NULL;
+  sg_list *pos, *tmp;
+  sg_list_foreach_safe(pos, tmp, &h2->calls) {
+    sg_call_detach(SG_CONTAINER_OF(pos, sg_call, link));
+  }
   nghttp2_session_del(h2->session);
-  while (calls != NULL) {
-    sg_call *next = calls->next;
-    close_call(h2, calls);
-    calls = next;
+  sg_list_foreach_safe(pos, tmp, &h2->calls) {
+    close_call(h2, SG_CONTAINER_OF(pos, sg_call, link));
   }
   free(h2->peer);
   free(h2);

@@ -18,9 +18,19 @@ struct event_base;
 
 typedef struct {
   const sg_router *router;
-  size_t max_message_bytes;        /* larger requests: RESOURCE_EXHAUSTED */
+  /* Larger requests: RESOURCE_EXHAUSTED. Unpacking one may take up to 4x this (plus 64 KiB)
+   * of memory; a message that needs more is refused the same way. */
+  size_t max_message_bytes;
   uint32_t max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS */
-  uint32_t max_header_list_bytes;  /* SETTINGS_MAX_HEADER_LIST_SIZE; larger: RESOURCE_EXHAUSTED */
+  /* SETTINGS_MAX_HEADER_LIST_SIZE. A larger request header block gets RESOURCE_EXHAUSTED; one
+   * more than 4x larger is not decoded further and its stream is reset (INTERNAL_ERROR). */
+  uint32_t max_header_list_bytes;
+  /* Response bytes the calls of one connection may have queued that the client has not read;
+   * a call that would go past it is reset (RST_STREAM ENHANCE_YOUR_CALM). */
+  size_t max_queued_bytes;
+  /* Bytes of partial request messages one connection may hold across its streams; the call
+   * that would go past it ends with RESOURCE_EXHAUSTED. */
+  size_t max_buffered_bytes;
   /* Rapid Reset (CVE-2023-44487) guard: a token bucket of |reset_burst| tokens refilled at
    * |reset_rate| per second; each stream the client resets takes one; when none is left the
    * connection gets GOAWAY(ENHANCE_YOUR_CALM). */

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/list.h"
 #include "core/mem.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "net/loop.h"
@@ -22,9 +23,16 @@ typedef struct watcher {
   sg_call *call;
   const char *service;
   int last_sent;
-  struct watcher *prev, *next;
+  sg_list link;
 } watcher;
-static _Thread_local watcher *watchers;
+static _Thread_local sg_list watchers; /* lazily initialized: see watcher_list() */
+static _Thread_local int draining;     /* this loop is shutting down: no new Watch */
+
+static sg_list *watcher_list(void) {
+  if (watchers.next == NULL)
+    sg_list_init(&watchers);
+  return &watchers;
+}
 
 static entry *find(const char *name) {
   for (size_t i = 0; i < n_entries; i++)
@@ -43,6 +51,7 @@ void sg_health_register(const char *service) {
 }
 
 void sg_health_reset(void) {
+  draining = 0;
   pthread_mutex_lock(&lock);
   for (size_t i = 0; i < n_entries; i++)
     free(entries[i].name);
@@ -76,8 +85,10 @@ static void send_if_changed(watcher *w) {
 /* Posted to every loop on a change: each loop re-reads the registry for its own watchers. */
 static void recheck(void *arg) {
   (void)arg;
-  for (watcher *w = watchers; w != NULL; w = w->next)
-    send_if_changed(w);
+  sg_list *pos, *tmp;
+  sg_list_foreach_safe(pos, tmp, watcher_list()) {
+    send_if_changed(SG_CONTAINER_OF(pos, watcher, link));
+  }
 }
 
 int sg_health_set(const char *service, int status) {
@@ -100,24 +111,18 @@ void sg_health_set_all(int status) {
   sg_loop_post_all(recheck, NULL);
 }
 
-static void unlink_watcher(watcher *w) {
-  if (w->prev != NULL)
-    w->prev->next = w->next;
-  else
-    watchers = w->next;
-  if (w->next != NULL)
-    w->next->prev = w->prev;
-}
-
 static void watch_cancelled(sg_call *call, void *arg) {
-  unlink_watcher(arg);
+  watcher *w = arg;
+  sg_list_remove(&w->link);
   sg_call_finish(call, SG_STATUS_CANCELLED, NULL);
 }
 
 void sg_health_end_watches(void) {
-  while (watchers != NULL) {
-    watcher *w = watchers;
-    unlink_watcher(w);
+  draining = 1;
+  sg_list *pos, *tmp;
+  sg_list_foreach_safe(pos, tmp, watcher_list()) {
+    watcher *w = SG_CONTAINER_OF(pos, watcher, link);
+    sg_list_remove(&w->link);
     sg_call_finish(w->call, SG_STATUS_UNAVAILABLE, "server is shutting down");
   }
 }
@@ -141,12 +146,13 @@ static void watch(sg_call *call, const ProtobufCMessage *msg) {
   w->call = call;
   w->service = req->service;
   w->last_sent = -1;
-  w->next = watchers;
-  if (watchers != NULL)
-    watchers->prev = w;
-  watchers = w;
-  sg_call_on_cancel(call, watch_cancelled, w);
   send_if_changed(w);
+  if (draining) { /* opened while the connection was being told to go away */
+    sg_call_finish(call, SG_STATUS_UNAVAILABLE, "server is shutting down");
+    return;
+  }
+  sg_list_push(watcher_list(), &w->link);
+  sg_call_on_cancel(call, watch_cancelled, w);
 }
 
 static const sg_method_impl methods[] = {

@@ -28,10 +28,11 @@ void sg_health_set_all(int status);
 /* Reads the status of |service|. Returns 0, or -1 if it is unknown. Thread-safe. */
 int sg_health_get(const char *service, int *status);
 
-/* On a loop thread: ends that loop's Watch calls with UNAVAILABLE (server shutting down). */
+/* On a loop thread: ends that loop's Watch calls with UNAVAILABLE (server shutting down), and
+ * any Watch opened on it from now on right after its first answer. */
 void sg_health_end_watches(void);
 
-/* Forgets every service (for tests). */
+/* Forgets every service, and the calling thread's draining state (for tests). */
 void sg_health_reset(void);
 
 extern const sg_service sg_health_service;

@@ -10,6 +10,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -322,3 +324,96 @@ def curl_post(url, body, headers, timeout=15.0):
             with open(out_path, "rb") as f:
                 body_out = f.read()
         return CurlResult(p.returncode, got, body_out, stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# A raw HTTP/2 client, for what no well-behaved client does (never reading, holding a
+# connection idle at the frame level). HPACK: literal fields without indexing, no Huffman.
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_DATA, H2_HEADERS, H2_RST_STREAM, H2_SETTINGS, H2_PING, H2_GOAWAY, H2_WINDOW_UPDATE = \
+    0, 1, 3, 4, 6, 7, 8
+
+
+def _hpack_int(value, prefix_bits):
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes([value])
+    out = [limit]
+    value -= limit
+    while value >= 128:
+        out.append((value & 127) | 128)
+        value >>= 7
+    return bytes(out + [value])
+
+
+def h2_frame(ftype, flags, stream_id, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + \
+        stream_id.to_bytes(4, "big") + payload
+
+
+class RawH2:
+    """One HTTP/2 connection driven by hand. Frames read come back as (type, flags, stream,
+    payload); ("EOF", ...) marks the end of the connection."""
+
+    def __init__(self, port, settings=None, rcvbuf=None, tls_ca=None):
+        sock = socket.socket()
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", port))
+        if tls_ca:
+            ctx = ssl.create_default_context(cafile=tls_ca)
+            ctx.set_alpn_protocols(["h2"])
+            sock = ctx.wrap_socket(sock, server_hostname="localhost")
+        self.sock = sock
+        self.buf = b""
+        body = b"".join(k.to_bytes(2, "big") + v.to_bytes(4, "big")
+                        for k, v in (settings or {}).items())
+        self.send(H2_PREFACE + h2_frame(H2_SETTINGS, 0, 0, body))
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def request(self, stream_id, path, message, end=True):
+        fields = [(":method", "POST"), (":scheme", "http"), (":path", path),
+                  (":authority", "localhost"), ("content-type", "application/grpc"),
+                  ("te", "trailers")]
+        block = b"".join(b"\x00" + _hpack_int(len(n), 7) + n.encode() +
+                         _hpack_int(len(v), 7) + v.encode() for n, v in fields)
+        self.send(h2_frame(H2_HEADERS, 0x4, stream_id, block))
+        self.send(h2_frame(H2_DATA, 0x1 if end else 0, stream_id, frame(message)))
+
+    def read_frames(self, timeout, until=None):
+        """Reads frames for up to `timeout` seconds (acknowledging SETTINGS), stopping early
+        when until(frames) is true or the connection ends."""
+        frames = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            while len(self.buf) >= 9:
+                length = int.from_bytes(self.buf[:3], "big")
+                if len(self.buf) < 9 + length:
+                    break
+                ftype, flags = self.buf[3], self.buf[4]
+                stream = int.from_bytes(self.buf[5:9], "big") & 0x7fffffff
+                frames.append((ftype, flags, stream, self.buf[9:9 + length]))
+                self.buf = self.buf[9 + length:]
+                if ftype == H2_SETTINGS and not flags & 1:
+                    self.send(h2_frame(H2_SETTINGS, 1, 0))
+                if until is not None and until(frames):
+                    return frames
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except (ConnectionResetError, ssl.SSLError, OSError):
+                data = b""
+            if not data:
+                frames.append(("EOF", 0, 0, b""))
+                return frames
+            self.buf += data
+        return frames
+
+    def close(self):
+        self.sock.close()

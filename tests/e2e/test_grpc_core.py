@@ -13,6 +13,8 @@ certificates, message limits) or that kill the server (shutdown, log counting) s
 
 import gzip
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -644,6 +646,77 @@ class RpcLogTest(unittest.TestCase):
         rpc_error(raw_unary, self.channel, "/grpc.health.v1.Health/NoSuchMethod")
         (line,) = self.rpc_lines("/grpc.health.v1.Health/NoSuchMethod", 1)
         self.assertIn("status=UNIMPLEMENTED ", line)
+
+
+# ----------------------------------------------------------------------------------------------
+# Connection protection: clients that misbehave at the transport level
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ConnectionProtectionTest(unittest.TestCase):
+
+    def test_client_that_reads_nothing_is_disconnected_after_the_write_timeout(self):
+        server = helpers.Server("--write-timeout", "1")
+        self.addCleanup(server.cleanup)
+        conn = helpers.RawH2(server.port(), settings={4: 0x7fffffff}, rcvbuf=4096)
+        self.addCleanup(conn.close)
+        conn.send(helpers.h2_frame(helpers.H2_WINDOW_UPDATE, 0, 0,
+                                   (0x7fffffff - 65535).to_bytes(4, "big")))
+        big = S.test_pb2.TestRequest(response_size=1 << 20).SerializeToString()
+        for i in range(8):  # 8 MiB of answers the client never reads
+            conn.request(2 * i + 1, "/sealgate.testing.v1.TestService/UnaryCall", big)
+        server.wait_for_log(r"msg=write_timeout", timeout=8)
+        frames = conn.read_frames(timeout=8, until=lambda f: f[-1][0] == "EOF")
+        self.assertEqual(frames[-1][0], "EOF", "the server closed the connection")
+        self.assertTrue(server.log().count("msg=write_timeout") >= 1)
+
+    def test_tls_connection_is_not_cut_when_idle_timeout_is_zero(self):
+        tmp = tempfile.TemporaryDirectory(prefix="sealgate-e2e-idle-")
+        self.addCleanup(tmp.cleanup)
+        tls = helpers.TlsMaterial(tmp.name)
+        server = helpers.Server(
+            "--grpc-tls-listen", "127.0.0.1:0", "--tls-cert", tls.path("server.pem"),
+            "--tls-key", tls.path("server.key"), "--idle-timeout", "0",
+            "--handshake-timeout", "1", listeners=("grpc-listen", "grpc-tls-listen"))
+        self.addCleanup(server.cleanup)
+        conn = helpers.RawH2(server.port("grpc-tls-listen"), tls_ca=tls.path("ca.pem"))
+        self.addCleanup(conn.close)
+        conn.read_frames(timeout=1)  # SETTINGS exchange
+        time.sleep(2)  # past the handshake timeout, idle
+        conn.send(helpers.h2_frame(helpers.H2_PING, 0, 0, b"stillup!"))
+        frames = conn.read_frames(timeout=3, until=lambda f: any(
+            fr[0] == helpers.H2_PING for fr in f))
+        self.assertIn(helpers.H2_PING, [f[0] for f in frames], frames)
+        self.assertNotIn(helpers.H2_GOAWAY, [f[0] for f in frames])
+
+    def test_a_log_sink_that_stops_reading_does_not_stop_the_server(self):
+        port = free_port()
+        # stderr is a pipe nobody reads: it fills after some 400 log lines.
+        proc = subprocess.Popen([helpers.TEST_SERVER, "serve", "--grpc-listen",
+                                 "127.0.0.1:%d" % port],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        try:
+            channel = grpc.insecure_channel("127.0.0.1:%d" % port)
+            self.addCleanup(channel.close)
+            grpc.channel_ready_future(channel).result(timeout=10)
+            for _ in range(3000):
+                self.assertEqual(check(channel).status, SERVING)
+        finally:
+            proc.terminate()
+            proc.stderr.read()  # let the writer finish so the server can exit
+            self.assertEqual(proc.wait(timeout=10), 0)
+
+    def test_the_largest_thread_count_starts(self):
+        server = helpers.Server("--threads", "256")
+        self.addCleanup(server.cleanup)
+        channel = grpc.insecure_channel(server.target)
+        self.addCleanup(channel.close)
+        self.assertEqual(check(channel).status, SERVING)
 
 
 # ----------------------------------------------------------------------------------------------

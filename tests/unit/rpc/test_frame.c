@@ -15,7 +15,7 @@ static struct {
   int compressed[MAX_MSGS];
   uint8_t *msg[MAX_MSGS];
   size_t len[MAX_MSGS];
-  size_t fail_at; /* the callback returns -42 for this message (1-based; 0: never) */
+  size_t fail_at; /* the callback stops at this message (1-based; 0: never) */
 } got;
 
 static sg_frame_decoder dec;
@@ -42,7 +42,7 @@ static int collect(void *ud, int compressed, const uint8_t *msg, size_t len) {
   if (len > 0)
     memcpy(got.msg[got.n], msg, len);
   got.n++;
-  return got.fail_at == got.n ? -42 : 0;
+  return got.fail_at == got.n ? SG_FRAME_ERR_STOPPED : 0;
 }
 
 /* Appends one framed message to |out| at |*off|. */
@@ -303,7 +303,7 @@ Test(frame, a_compressed_flag_other_than_0_or_1_is_rejected) {
   cr_assert_eq(got.n, 0);
 }
 
-Test(frame, a_negative_callback_result_stops_decoding_and_is_returned) {
+Test(frame, a_callback_that_stops_ends_decoding_and_its_code_is_returned) {
   uint8_t buf[64];
   size_t n = 0;
   put_msg(buf, &n, 0, "one", 3);
@@ -311,7 +311,7 @@ Test(frame, a_negative_callback_result_stops_decoding_and_is_returned) {
   put_msg(buf, &n, 0, "three", 5);
   got.fail_at = 2;
 
-  cr_assert_eq(feed(buf, n), -42);
+  cr_assert_eq(feed(buf, n), SG_FRAME_ERR_STOPPED);
 
   cr_assert_eq(got.n, 2, "the message after the failing callback was delivered");
 }
@@ -333,7 +333,7 @@ Test(frame, the_decoder_refuses_input_after_a_callback_error) {
   size_t n = 0;
   put_msg(buf, &n, 0, "one", 3);
   got.fail_at = 1;
-  cr_assert_eq(feed(buf, n), -42);
+  cr_assert_eq(feed(buf, n), SG_FRAME_ERR_STOPPED);
 
   cr_assert_eq(feed(buf, n), SG_FRAME_ERR_BAD_FLAG);
 

@@ -159,7 +159,14 @@ static void start(size_t max_message) {
   sg_router_add(t.router, &sg_test_service);
   sg_health_register("");
   sg_health_register("grpc.health.v1.Health");
-  t.opts = (sg_h2_options){t.router, max_message, 100, 4096, 500, 100};
+  t.opts = (sg_h2_options){.router = t.router,
+                           .max_message_bytes = max_message,
+                           .max_concurrent_streams = 100,
+                           .max_header_list_bytes = 4096,
+                           .max_queued_bytes = 1 << 20,
+                           .max_buffered_bytes = 1 << 20,
+                           .reset_burst = 500,
+                           .reset_rate = 100};
   t.h2 = sg_h2_new(&t.opts, t.base, "127.0.0.1:1", &hooks, NULL);
   nghttp2_session_callbacks *cbs;
   nghttp2_session_callbacks_new(&cbs);
@@ -177,7 +184,8 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-  sg_h2_free(t.h2);
+  if (t.h2 != NULL)
+    sg_h2_free(t.h2);
   nghttp2_session_del(t.client);
   sg_router_free(t.router);
   sg_health_reset();
@@ -656,4 +664,150 @@ Test(h2, freeing_a_session_with_calls_in_flight_cancels_them) {
 Test(h2, garbage_instead_of_the_client_preface_is_fatal) {
   const char junk[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
   cr_assert_eq(sg_h2_recv(t.h2, (const uint8_t *)junk, sizeof(junk) - 1), SG_H2_ERR_FATAL);
+}
+
+/* --- Limits and lifetimes the review of the gateway core asked for ------------------------- */
+
+/* A handler that holds its call without answering, so a test can look at the call after the
+ * connection is gone. */
+static sg_call *held;
+static void hold(sg_call *call, const ProtobufCMessage *req) {
+  (void)req;
+  held = call;
+}
+static const sg_method_impl hold_methods[] = {{"Check", SG_METHOD_UNARY, hold, NULL}};
+static const sg_service hold_service = {&grpc__health__v1__health__descriptor, hold_methods, 1,
+                                        NULL};
+
+Test(h2_hold, a_held_call_keeps_its_peer_after_the_connection_is_gone) {
+  start(4096);
+  sg_router_free(t.router);
+  t.router = sg_router_new();
+  sg_router_add(t.router, &hold_service);
+  t.opts.router = t.router;
+  held = NULL;
+  health_check("");
+  pump();
+  cr_assert_not_null(held);
+  sg_h2_free(t.h2);
+  t.h2 = NULL;
+  cr_assert(sg_call_is_done(held));
+  cr_assert_str_eq(sg_call_peer(held), "127.0.0.1:1"); /* AddressSanitizer: no use after free */
+  sg_call_finish(held, SG_STATUS_OK, NULL);
+  teardown();
+}
+
+static void client_window(uint32_t window) {
+  nghttp2_settings_entry e = {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, window};
+  nghttp2_submit_settings(t.client, NGHTTP2_FLAG_NONE, &e, 1);
+}
+
+Test(h2, a_client_that_reads_nothing_cannot_make_responses_pile_up) {
+  client_window(0);
+  Sealgate__Testing__V1__TestRequest req = SEALGATE__TESTING__V1__TEST_REQUEST__INIT;
+  req.count = 100;
+  req.response_size = 50000; /* 5 MB in all against a 1 MiB connection queue */
+  req.interval_ms = 1;
+  size_t len = frame_msg(&req.base, body);
+  int32_t id = request("/sealgate.testing.v1.TestService/StreamingCall", body, len);
+  pump();
+  for (int i = 0; i < 100 && !resp_of(id)->closed; i++)
+    run_for(5);
+  response *r = resp_of(id);
+  cr_assert(r->rst_received, "the call is reset, not left to grow");
+  cr_assert_eq(r->rst_error, NGHTTP2_ENHANCE_YOUR_CALM);
+  cr_assert_eq(sg_h2_open_streams(t.h2), 0);
+}
+
+Test(h2, a_deadline_still_ends_a_stream_whose_data_cannot_be_sent) {
+  client_window(0);
+  Sealgate__Testing__V1__TestRequest req = SEALGATE__TESTING__V1__TEST_REQUEST__INIT;
+  req.count = 3;
+  req.interval_ms = 1;
+  size_t len = frame_msg(&req.base, body);
+  nghttp2_nv extra[1] = {NV("grpc-timeout", "50m")};
+  int32_t id = request_full("POST", "/sealgate.testing.v1.TestService/StreamingCall",
+                            "application/grpc", extra, 1, body, len, 0, 1);
+  pump();
+  run_for(200);
+  response *r = resp_of(id);
+  cr_assert(r->closed);
+  cr_assert(r->rst_received, "trailers cannot pass a closed window: the stream is reset");
+  cr_assert_eq(r->rst_error, NGHTTP2_CANCEL);
+}
+
+Test(h2, a_message_that_unpacks_to_far_more_than_its_size_is_refused) {
+  /* 2048 two-byte unknown fields: 4 KiB on the wire, a record each once unpacked. */
+  uint8_t *p = body + SG_FRAME_HEADER_LEN;
+  for (int i = 0; i < 2048; i++) {
+    *p++ = 15 << 3; /* field 15, varint */
+    *p++ = 1;
+  }
+  sg_frame_header_write(body, 0, 4096);
+  int32_t id = request("/sealgate.testing.v1.TestService/UnaryCall", body, 4096 + 5);
+  pump();
+  cr_assert_eq(grpc_status(id), SG_STATUS_RESOURCE_EXHAUSTED);
+  cr_assert(strstr(resp_of(id)->grpc_message, "memory") != NULL);
+}
+
+Test(h2, empty_parts_of_bin_metadata_are_invalid) {
+  size_t len = test_request(body, 0, 0, 0, 0, NULL);
+  nghttp2_nv extra[1] = {NV("x-data-bin", "AA,,AA")};
+  int32_t id = request_full("POST", "/sealgate.testing.v1.TestService/UnaryCall",
+                            "application/grpc", extra, 1, body, len, 0, 1);
+  pump();
+  cr_assert_eq(grpc_status(id), SG_STATUS_INTERNAL);
+}
+
+Test(h2, every_part_of_bin_metadata_counts_against_the_header_limit) {
+  /* 600 parts of 2 characters: 1.8 KB on the wire, 600 entries. */
+  static char parts[2000];
+  size_t n = 0;
+  for (int i = 0; i < 600; i++) {
+    memcpy(parts + n, i ? ",AA" : "AA", i ? 3 : 2);
+    n += i ? 3 : 2;
+  }
+  parts[n] = '\0';
+  size_t len = test_request(body, 0, 0, 0, 0, NULL);
+  nghttp2_nv extra[1] = {NV("x-data-bin", parts)};
+  int32_t id = request_full("POST", "/sealgate.testing.v1.TestService/UnaryCall",
+                            "application/grpc", extra, 1, body, len, 0, 1);
+  pump();
+  cr_assert_eq(grpc_status(id), SG_STATUS_RESOURCE_EXHAUSTED);
+}
+
+Test(h2_big, partial_messages_are_bounded_per_connection) {
+  start(512 * 1024); /* messages up to 512 KiB; 1 MiB of partial messages per connection */
+  static uint8_t part[450 * 1024];
+  sg_frame_header_write(part, 0, 500 * 1024);
+  int32_t ids[3];
+  for (int i = 0; i < 3; i++)
+    ids[i] = request_full("POST", "/sealgate.testing.v1.TestService/UnaryCall", "application/grpc",
+                          NULL, 0, part, sizeof(part), 0, 0);
+  pump();
+  int refused = 0;
+  for (int i = 0; i < 3; i++)
+    refused += resp_of(ids[i])->grpc_status[0] != '\0' &&
+               grpc_status(ids[i]) == SG_STATUS_RESOURCE_EXHAUSTED;
+  cr_assert_eq(refused, 1, "the stream that went past 1 MiB is refused, the others wait");
+  teardown();
+}
+
+Test(h2, a_status_code_outside_grpc_codes_goes_out_as_unknown) {
+  size_t len = test_request(body, 0, 0, 0, -1, "odd");
+  int32_t id = request("/sealgate.testing.v1.TestService/UnaryCall", body, len);
+  pump();
+  cr_assert_eq(grpc_status(id), SG_STATUS_UNKNOWN);
+  cr_assert_eq(sg_h2_open_streams(t.h2), 0);
+}
+
+Test(h2, a_watch_opened_while_draining_gets_one_answer_then_unavailable) {
+  sg_health_end_watches(); /* this thread's loop is shutting down */
+  static uint8_t buf[16];
+  Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  size_t len = frame_msg(&req.base, buf);
+  int32_t id = request("/grpc.health.v1.Health/Watch", buf, len);
+  pump();
+  cr_assert_eq(grpc_status(id), SG_STATUS_UNAVAILABLE);
+  cr_assert_eq(resp_of(id)->data_len, 7, "the current status first");
 }
