@@ -255,6 +255,13 @@ static int32_t request(const char *path, const uint8_t *body, size_t len) {
   return request_full("POST", path, "application/grpc", NULL, 0, body, len, 0, 1);
 }
 
+#define UNARY_CALL "/sealgate.testing.v1.TestService/UnaryCall"
+
+/* A complete TestService/UnaryCall with extra headers. */
+static int32_t unary_with(const nghttp2_nv *extra, size_t n_extra, const uint8_t *msg, size_t len) {
+  return request_full("POST", UNARY_CALL, "application/grpc", extra, n_extra, msg, len, 0, 1);
+}
+
 static int32_t health_check(const char *service) {
   static uint8_t buf[256];
   Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
@@ -412,8 +419,7 @@ Test(h2, oversize_message_is_refused_before_it_arrives_and_the_stream_reset) {
   /* Only the header of a too-large message is sent and the request stays open: the server
    * must answer at once and then reset the stream with NO_ERROR. */
   sg_frame_header_write(body, 0, 5000);
-  int32_t id = request_full("POST", "/sealgate.testing.v1.TestService/UnaryCall",
-                            "application/grpc", NULL, 0, body, 5, 0, 0);
+  int32_t id = request_full("POST", UNARY_CALL, "application/grpc", NULL, 0, body, 5, 0, 0);
   pump();
   response *r = resp_of(id);
   cr_assert_eq(grpc_status(id), SG_STATUS_RESOURCE_EXHAUSTED);
@@ -427,7 +433,7 @@ Test(h2, message_at_the_size_limit_is_accepted) {
    * (2-byte varint) makes the message exactly 4096 bytes, the limit. */
   size_t len = test_request(body, 0, 0, 4093, 0, NULL);
   cr_assert_eq(len - 5, 4096);
-  int32_t id = request("/sealgate.testing.v1.TestService/UnaryCall", body, len);
+  int32_t id = request(UNARY_CALL, body, len);
   pump();
   cr_assert_eq(grpc_status(id), 0);
 }
@@ -445,8 +451,7 @@ Test(h2, metadata_over_the_header_list_limit_is_resource_exhausted) {
 Test(h2, malformed_grpc_timeout_is_internal) {
   size_t len = test_request(body, 0, 0, 0, 0, NULL);
   nghttp2_nv extra[1] = {NV("grpc-timeout", "123456789S")};
-  int32_t id = request_full("POST", "/sealgate.testing.v1.TestService/UnaryCall",
-                            "application/grpc", extra, 1, body, len, 0, 1);
+  int32_t id = unary_with(extra, 1, body, len);
   pump();
   cr_assert_eq(grpc_status(id), SG_STATUS_INTERNAL);
 }
@@ -454,8 +459,7 @@ Test(h2, malformed_grpc_timeout_is_internal) {
 Test(h2, slow_handler_past_its_deadline_ends_deadline_exceeded) {
   size_t len = test_request(body, 5000, 0, 0, 0, NULL);
   nghttp2_nv extra[1] = {NV("grpc-timeout", "50m")};
-  int32_t id = request_full("POST", "/sealgate.testing.v1.TestService/UnaryCall",
-                            "application/grpc", extra, 1, body, len, 0, 1);
+  int32_t id = unary_with(extra, 1, body, len);
   pump();
   cr_assert_not(resp_of(id)->closed, "the handler is still waiting");
   run_for(300);
@@ -467,8 +471,7 @@ Test(h2, slow_handler_past_its_deadline_ends_deadline_exceeded) {
 Test(h2, deadline_passing_before_the_request_ends_resets_with_cancel) {
   size_t len = test_request(body, 0, 0, 0, 0, NULL);
   nghttp2_nv extra[1] = {NV("grpc-timeout", "20m")};
-  int32_t id = request_full("POST", "/sealgate.testing.v1.TestService/UnaryCall",
-                            "application/grpc", extra, 1, body, len, 0, 0);
+  int32_t id = request_full("POST", UNARY_CALL, "application/grpc", extra, 1, body, len, 0, 0);
   pump();
   run_for(200);
   response *r = resp_of(id);
@@ -479,7 +482,7 @@ Test(h2, deadline_passing_before_the_request_ends_resets_with_cancel) {
 
 Test(h2, client_cancel_of_a_slow_call_frees_it) {
   size_t len = test_request(body, 5000, 0, 0, 0, NULL);
-  int32_t id = request("/sealgate.testing.v1.TestService/UnaryCall", body, len);
+  int32_t id = request(UNARY_CALL, body, len);
   pump();
   cr_assert_eq(sg_h2_open_streams(t.h2), 1);
   nghttp2_submit_rst_stream(t.client, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
@@ -492,7 +495,7 @@ Test(h2, client_cancel_of_a_slow_call_frees_it) {
 
 Test(h2, status_message_is_percent_encoded_on_the_wire) {
   size_t len = test_request(body, 0, 0, 0, SG_STATUS_ABORTED, "50% \xe2\x98\xba\n");
-  int32_t id = request("/sealgate.testing.v1.TestService/UnaryCall", body, len);
+  int32_t id = request(UNARY_CALL, body, len);
   pump();
   cr_assert_eq(grpc_status(id), SG_STATUS_ABORTED);
   cr_assert_str_eq(resp_of(id)->grpc_message, "50%25 %E2%98%BA%0A");
@@ -511,8 +514,7 @@ Test(h2, gzip_request_is_decompressed_and_large_response_compressed) {
   memcpy(body + 5, packed, packed_len);
   free(packed);
   nghttp2_nv extra[2] = {NV("grpc-encoding", "gzip"), NV("grpc-accept-encoding", "identity,gzip")};
-  int32_t id = request_full("POST", "/sealgate.testing.v1.TestService/UnaryCall",
-                            "application/grpc", extra, 2, body, packed_len + 5, 0, 1);
+  int32_t id = unary_with(extra, 2, body, packed_len + 5);
   pump();
   response *r = resp_of(id);
   cr_assert_eq(grpc_status(id), 0);
@@ -534,7 +536,7 @@ Test(h2, gzip_request_is_decompressed_and_large_response_compressed) {
 Test(h2, compressed_flag_without_grpc_encoding_is_internal) {
   size_t len = test_request(body, 0, 0, 0, 0, NULL);
   body[0] = 1;
-  int32_t id = request("/sealgate.testing.v1.TestService/UnaryCall", body, len);
+  int32_t id = request(UNARY_CALL, body, len);
   pump();
   cr_assert_eq(grpc_status(id), SG_STATUS_INTERNAL);
 }
@@ -542,8 +544,7 @@ Test(h2, compressed_flag_without_grpc_encoding_is_internal) {
 Test(h2, unsupported_grpc_encoding_is_unimplemented) {
   size_t len = test_request(body, 0, 0, 0, 0, NULL);
   nghttp2_nv extra[1] = {NV("grpc-encoding", "snappy")};
-  int32_t id = request_full("POST", "/sealgate.testing.v1.TestService/UnaryCall",
-                            "application/grpc", extra, 1, body, len, 0, 1);
+  int32_t id = unary_with(extra, 1, body, len);
   pump();
   cr_assert_eq(grpc_status(id), SG_STATUS_UNIMPLEMENTED);
 }
@@ -552,8 +553,7 @@ Test(h2, metadata_is_echoed_and_bin_values_travel_as_unpadded_base64) {
   size_t len = test_request(body, 0, 0, 0, 0, NULL);
   nghttp2_nv extra[2] = {NV("x-sealgate-echo-initial", "hello there"),
                          NV("x-sealgate-echo-trailing-bin", "q6ur")};
-  int32_t id = request_full("POST", "/sealgate.testing.v1.TestService/UnaryCall",
-                            "application/grpc", extra, 2, body, len, 0, 1);
+  int32_t id = unary_with(extra, 2, body, len);
   pump();
   cr_assert_eq(grpc_status(id), 0);
   cr_assert_str_eq(resp_of(id)->echo_initial, "hello there");
@@ -563,8 +563,7 @@ Test(h2, metadata_is_echoed_and_bin_values_travel_as_unpadded_base64) {
 Test(h2, padded_bin_metadata_is_accepted_and_sent_back_unpadded) {
   size_t len = test_request(body, 0, 0, 0, 0, NULL);
   nghttp2_nv extra[1] = {NV("x-sealgate-echo-trailing-bin", "q6s=")};
-  int32_t id = request_full("POST", "/sealgate.testing.v1.TestService/UnaryCall",
-                            "application/grpc", extra, 1, body, len, 0, 1);
+  int32_t id = unary_with(extra, 1, body, len);
   pump();
   cr_assert_str_eq(resp_of(id)->echo_trailing_bin, "q6s");
 }
@@ -572,8 +571,7 @@ Test(h2, padded_bin_metadata_is_accepted_and_sent_back_unpadded) {
 Test(h2, invalid_bin_metadata_is_internal) {
   size_t len = test_request(body, 0, 0, 0, 0, NULL);
   nghttp2_nv extra[1] = {NV("x-sealgate-echo-trailing-bin", "not base64!")};
-  int32_t id = request_full("POST", "/sealgate.testing.v1.TestService/UnaryCall",
-                            "application/grpc", extra, 1, body, len, 0, 1);
+  int32_t id = unary_with(extra, 1, body, len);
   pump();
   cr_assert_eq(grpc_status(id), SG_STATUS_INTERNAL);
 }
@@ -619,7 +617,7 @@ Test(h2, rapid_reset_flood_is_cut_off_with_goaway_enhance_your_calm) {
   pump();
   int sent = 0;
   for (int i = 0; i < 1000 && t.goaways == 0; i++) {
-    int32_t id = request("/sealgate.testing.v1.TestService/UnaryCall", body, len);
+    int32_t id = request(UNARY_CALL, body, len);
     const uint8_t *data;
     ssize_t n;
     while ((n = nghttp2_session_mem_send(t.client, &data)) > 0) /* the request goes out... */
@@ -637,7 +635,7 @@ Test(h2, rapid_reset_flood_is_cut_off_with_goaway_enhance_your_calm) {
 
 Test(h2, graceful_shutdown_finishes_calls_in_flight_then_closes) {
   size_t len = test_request(body, 100, 0, 0, 0, NULL);
-  int32_t id = request("/sealgate.testing.v1.TestService/UnaryCall", body, len);
+  int32_t id = request(UNARY_CALL, body, len);
   pump();
   sg_h2_shutdown(t.h2);
   pump();
@@ -652,8 +650,8 @@ Test(h2, graceful_shutdown_finishes_calls_in_flight_then_closes) {
 
 Test(h2, freeing_a_session_with_calls_in_flight_cancels_them) {
   size_t len = test_request(body, 5000, 0, 0, 0, NULL);
-  request("/sealgate.testing.v1.TestService/UnaryCall", body, len);
-  request("/sealgate.testing.v1.TestService/UnaryCall", body, len);
+  request(UNARY_CALL, body, len);
+  request(UNARY_CALL, body, len);
   pump();
   cr_assert_eq(sg_h2_open_streams(t.h2), 2);
   sg_h2_free(t.h2); /* AddressSanitizer checks nothing leaks or is used after free */
@@ -744,7 +742,7 @@ Test(h2, a_message_that_unpacks_to_far_more_than_its_size_is_refused) {
     *p++ = 1;
   }
   sg_frame_header_write(body, 0, 4096);
-  int32_t id = request("/sealgate.testing.v1.TestService/UnaryCall", body, 4096 + 5);
+  int32_t id = request(UNARY_CALL, body, 4096 + 5);
   pump();
   cr_assert_eq(grpc_status(id), SG_STATUS_RESOURCE_EXHAUSTED);
   cr_assert(strstr(resp_of(id)->grpc_message, "memory") != NULL);
@@ -753,8 +751,7 @@ Test(h2, a_message_that_unpacks_to_far_more_than_its_size_is_refused) {
 Test(h2, empty_parts_of_bin_metadata_are_invalid) {
   size_t len = test_request(body, 0, 0, 0, 0, NULL);
   nghttp2_nv extra[1] = {NV("x-data-bin", "AA,,AA")};
-  int32_t id = request_full("POST", "/sealgate.testing.v1.TestService/UnaryCall",
-                            "application/grpc", extra, 1, body, len, 0, 1);
+  int32_t id = unary_with(extra, 1, body, len);
   pump();
   cr_assert_eq(grpc_status(id), SG_STATUS_INTERNAL);
 }
@@ -770,8 +767,7 @@ Test(h2, every_part_of_bin_metadata_counts_against_the_header_limit) {
   parts[n] = '\0';
   size_t len = test_request(body, 0, 0, 0, 0, NULL);
   nghttp2_nv extra[1] = {NV("x-data-bin", parts)};
-  int32_t id = request_full("POST", "/sealgate.testing.v1.TestService/UnaryCall",
-                            "application/grpc", extra, 1, body, len, 0, 1);
+  int32_t id = unary_with(extra, 1, body, len);
   pump();
   cr_assert_eq(grpc_status(id), SG_STATUS_RESOURCE_EXHAUSTED);
 }
@@ -782,8 +778,8 @@ Test(h2_big, partial_messages_are_bounded_per_connection) {
   sg_frame_header_write(part, 0, 500 * 1024);
   int32_t ids[3];
   for (int i = 0; i < 3; i++)
-    ids[i] = request_full("POST", "/sealgate.testing.v1.TestService/UnaryCall", "application/grpc",
-                          NULL, 0, part, sizeof(part), 0, 0);
+    ids[i] =
+        request_full("POST", UNARY_CALL, "application/grpc", NULL, 0, part, sizeof(part), 0, 0);
   pump();
   int refused = 0;
   for (int i = 0; i < 3; i++)
@@ -795,7 +791,7 @@ Test(h2_big, partial_messages_are_bounded_per_connection) {
 
 Test(h2, a_status_code_outside_grpc_codes_goes_out_as_unknown) {
   size_t len = test_request(body, 0, 0, 0, -1, "odd");
-  int32_t id = request("/sealgate.testing.v1.TestService/UnaryCall", body, len);
+  int32_t id = request(UNARY_CALL, body, len);
   pump();
   cr_assert_eq(grpc_status(id), SG_STATUS_UNKNOWN);
   cr_assert_eq(sg_h2_open_streams(t.h2), 0);
