@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages sealgate needs, only those missing, so it is quick to rerun.
 #   deploy/install-deps.sh build   compilers and -dev libraries
-#   deploy/install-deps.sh test    build + test peers (Criterion, Python grpcio, curl, ...)
+#   deploy/install-deps.sh run     build + PostgreSQL server binaries (for deploy/run.sh)
+#   deploy/install-deps.sh test    run + test peers (Criterion, Python grpcio, curl, ...)
 #   deploy/install-deps.sh bench   test + benchmark peers (h2load, nghttpd, grpc C++)
 set -euo pipefail
 
 build=(build-essential pkg-config meson ninja-build
        protobuf-c-compiler libprotobuf-c-dev protobuf-compiler libprotobuf-dev grpc-proto
-       libnghttp2-dev libevent-dev libssl-dev zlib1g-dev)
-test=("${build[@]}" libcriterion-dev python3 python3-grpcio python3-protobuf curl openssl
-      procps)
+       libnghttp2-dev libevent-dev libssl-dev zlib1g-dev libpq-dev)
+# The server binaries of PostgreSQL (initdb, pg_ctl, psql, pgbench) for the private cluster of
+# deploy/pg-local.sh; no system cluster is created (see below).
+run=("${build[@]}" postgresql-15 openssl)
+test=("${run[@]}" libcriterion-dev python3 python3-grpcio python3-protobuf python3-cryptography
+      curl procps)
 bench=("${test[@]}" nghttp2-client nghttp2-server libgrpc++-dev protobuf-compiler-grpc g++)
 
 case "${1:-build}" in
   build) want=("${build[@]}") ;;
+  run) want=("${run[@]}") ;;
   test) want=("${test[@]}") ;;
   bench) want=("${bench[@]}") ;;
-  *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+  *) echo "usage: $0 build|run|test|bench" >&2; exit 2 ;;
 esac
 
 missing=()
@@ -29,5 +34,12 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 echo "installing: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# Debian's postgresql package would create and start a system cluster ("15 main"): sealgate
+# runs its own private one, so tell postgresql-common not to.
+if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+  $sudo mkdir -p /etc/postgresql-common
+  echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
+fi
 $sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+$sudo apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold \
+  "${missing[@]}" >/dev/null

@@ -1,12 +1,13 @@
-/* bin2c: writes a binary file out as a C array, so the build can embed the descriptor set
- * that server reflection serves. Usage: bin2c INPUT OUTPUT.c SYMBOL
- * The output defines `const unsigned char SYMBOL[]` and `const size_t SYMBOL_len`. */
+/* bin2c: writes a file out as a C array, so the build can embed the descriptor set that server
+ * reflection serves and the SQL migrations. Usage: bin2c INPUT OUTPUT.c SYMBOL [text]
+ * The output defines `const unsigned char SYMBOL[]` and `const size_t SYMBOL_len`; with "text"
+ * a NUL follows the bytes (not counted in SYMBOL_len) so the array is also a C string. */
 #include <stdio.h>
 #include <stdlib.h>
 
 int main(int argc, char **argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: bin2c INPUT OUTPUT.c SYMBOL\n");
+  if (argc != 4 && argc != 5) {
+    fprintf(stderr, "usage: bin2c INPUT OUTPUT.c SYMBOL [text]\n");
     return 2;
   }
   FILE *in = fopen(argv[1], "rb");
@@ -23,6 +24,8 @@ int main(int argc, char **argv) {
     fprintf(out, "%s0x%02x,", n % 16 == 0 ? "\n  " : " ", (unsigned)c);
     n++;
   }
+  if (argc == 5)
+    fprintf(out, "%s0x00,", n % 16 == 0 ? "\n  " : " ");
   fprintf(out, "\n};\nconst size_t %s_len = %zu;\n", argv[3], n);
   if (ferror(in) || fclose(out) != 0) {
     perror("bin2c");

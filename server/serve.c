@@ -14,18 +14,26 @@
 #include "core/flags.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "db/migrate.h"
+#include "db/pool.h"
 #include "net/conn.h"
 #include "net/listener.h"
 #include "net/loop.h"
 #include "net/tls.h"
 #include "service/api.h"
 #include "service/health.h"
+#include "service/keyring.h"
+#include "service/queries.h"
 #include "service/reflection.h"
 
 extern const unsigned char sg_descriptor_set[];
 extern const size_t sg_descriptor_set_len;
 
 typedef struct {
+  const char *db;
+  const char *root_key_file;
+  long long db_pool_size;
+  long long db_wait;
   const char *grpc_listen;
   const char *grpc_tls_listen;
   const char *tls_cert, *tls_key, *tls_client_ca;
@@ -41,6 +49,7 @@ typedef struct {
 } serve_config;
 
 static serve_config cfg = {
+    .db_wait = 30,
     .grpc_listen = "127.0.0.1:50051",
     .threads = 0,
     .max_message_bytes = 4 << 20,
@@ -55,6 +64,14 @@ static serve_config cfg = {
 };
 
 static const sg_flag flags[] = {
+    {"db", SG_FLAG_STR, &cfg.db, 0, 0, "CONNINFO",
+     "PostgreSQL connection string (several hosts: \"host=a,b target_session_attrs=read-write\")"},
+    {"root-key-file", SG_FLAG_STR, &cfg.root_key_file, 0, 0, "FILE",
+     "root key: 64 hex characters (openssl rand -hex 32), mode 0600"},
+    {"db-pool-size", SG_FLAG_INT, &cfg.db_pool_size, 0, 1024, "N",
+     "database connections in all (0: two per event loop)"},
+    {"db-wait", SG_FLAG_INT, &cfg.db_wait, 0, 3600, "SECONDS",
+     "at start-up, wait this long for the database to answer (default 30)"},
     {"grpc-listen", SG_FLAG_STR, &cfg.grpc_listen, 0, 0, "HOST:PORT",
      "cleartext HTTP/2 (h2c, prior knowledge) gRPC listener; \"off\" for none"},
     {"grpc-tls-listen", SG_FLAG_STR, &cfg.grpc_tls_listen, 0, 0, "HOST:PORT",
@@ -108,6 +125,7 @@ static struct {
   int stopping;
   sg_h2_options h2;
   sg_conn_options plain, tls;
+  sg_db_options db;
 } srv;
 
 typedef struct {
@@ -169,6 +187,8 @@ static void main_count_drained(void *arg) {
 }
 
 static void worker_drained(void *arg) {
+  sg_db_free(sg_db_local()); /* no call is left to wait for it */
+  sg_db_set_local(NULL);
   sg_loop_stop(arg);
   sg_loop_post(srv.main, main_count_drained, NULL);
 }
@@ -248,6 +268,16 @@ static int add_listener(const char *addr, const sg_conn_options *opts, const cha
 }
 
 static int check_config(void) {
+  if (cfg.db == NULL) {
+    fprintf(stderr, "sealgate: --db is required (a PostgreSQL connection string; "
+                    "deploy/run.sh sets up a local one)\n");
+    return -1;
+  }
+  if (cfg.root_key_file == NULL) {
+    fprintf(stderr, "sealgate: --root-key-file is required: create one with "
+                    "`(umask 077; openssl rand -hex 32 > root.key)`\n");
+    return -1;
+  }
   sg_log_level level;
   sg_log_format format;
   if (sg_log_parse_level(cfg.log_level, &level) != 0) {
@@ -312,13 +342,48 @@ int sg_serve_main(int argc, char **argv, const sg_serve_extras *extras) {
   raise_fd_limit();
   sg_log_start_writer();
   rv = run(extras);
+  sg_keyring_cleanup();
   sg_log_stop_writer();
   return rv;
+}
+
+/* Connects (waiting up to --db-wait for the database to answer) and checks that the schema is
+ * this binary's. Returns 0, or -1 after saying why on stderr. */
+static int check_database(void) {
+  char err[512];
+  PGconn *pg = NULL;
+  for (long long waited = 0;; waited++) {
+    if ((pg = sg_db_connect_blocking(cfg.db, err, sizeof(err))) != NULL)
+      break;
+    if (waited >= cfg.db_wait) {
+      fprintf(stderr, "sealgate: %s\n", err);
+      return -1;
+    }
+    if (waited == 0)
+      sg_logf(SG_LOG_WARN, "db_wait", "%s; retrying for up to %lld s", err, cfg.db_wait);
+    sleep(1);
+  }
+  int rv = sg_schema_check(pg, err, sizeof(err));
+  PQfinish(pg);
+  if (rv != 0)
+    fprintf(stderr, "sealgate: %s\n", err);
+  return rv;
+}
+
+static void worker_start_db(void *arg) {
+  (void)arg;
+  sg_db_set_local(sg_db_new(sg_loop_base(sg_loop_current()), &srv.db));
 }
 
 /* Everything between the checked flags and the exit status. */
 static int run(const sg_serve_extras *extras) {
   char err[512];
+  if (sg_keyring_init(cfg.root_key_file, err, sizeof(err)) != 0) {
+    fprintf(stderr, "sealgate: --root-key-file: %s\n", err);
+    return 1;
+  }
+  if (check_database() != 0)
+    return 1;
   sg_router *router = build_router(extras);
   const uint8_t *set =
       extras && extras->descriptor_set ? extras->descriptor_set : sg_descriptor_set;
@@ -371,10 +436,19 @@ static int run(const sg_serve_extras *extras) {
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   srv.n_workers = cfg.threads > 0 ? (size_t)cfg.threads : (size_t)(cores > 0 ? cores : 1);
   srv.workers = sg_calloc(srv.n_workers, sizeof(*srv.workers));
+  int per_loop = cfg.db_pool_size > 0 ? (int)(cfg.db_pool_size / (long long)srv.n_workers) : 2;
+  srv.db = (sg_db_options){
+      .conninfo = cfg.db,
+      .connections = per_loop > 0 ? per_loop : 1,
+      .stmts = sg_queries,
+      .n_stmts = Q_COUNT,
+      .max_queued = 4096,
+  };
   for (size_t i = 0; i < srv.n_workers; i++) {
     srv.workers[i] = sg_loop_new((unsigned)i + 1);
     if (sg_loop_start(srv.workers[i]) != 0)
       sg_fatal("cannot start an event-loop thread");
+    sg_loop_post(srv.workers[i], worker_start_db, NULL); /* before any connection arrives */
   }
   sg_logf(SG_LOG_INFO, "started", "sealgate serving with %zu event-loop threads", srv.n_workers);
 

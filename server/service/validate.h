@@ -27,7 +27,9 @@ int sg_validate_id(const char *field, const char *s, char *err, size_t errlen);
 /* A list of host patterns (policy/host.h): each must be valid; duplicates after normalization
  * are dropped; at most 256 entries. On success |*out| (allocated in |arena|) holds the
  * normalized patterns in their first-seen order and |*n_out| their number. The message of an
- * error names the field and the entry's index, e.g. "egress_allowlist[2]: has a port". */
+ * error names the field, the entry's index and the entry itself (quoted, cut to 64 bytes,
+ * unprintable bytes shown as '?'), e.g. "egress_allowlist[2]: \"a.com:443\" has a port". On
+ * error |*out| is NULL and |*n_out| 0. */
 int sg_validate_hosts(const char *field, char *const *in, size_t n, sg_arena *arena, char ***out,
                       size_t *n_out, char *err, size_t errlen);
 

@@ -6,6 +6,7 @@ Every wait here is bounded; every process started here is killed by its owner's 
 """
 
 import atexit
+import json
 import os
 import re
 import shutil
@@ -24,6 +25,9 @@ SOURCE_ROOT = os.environ.get(
 TEST_SERVER = os.environ.get(
     "SEALGATE_TEST_SERVER",
     os.path.join(SOURCE_ROOT, "build", "tests", "support", "sealgate-test-server"))
+SEALGATE_BIN = os.environ.get(
+    "SEALGATE_BIN", os.path.join(SOURCE_ROOT, "build", "server", "sealgate"))
+PG_LOCAL = os.path.join(SOURCE_ROOT, "deploy", "pg-local.sh")
 
 GRPC_PROTO_ROOT = "/usr/share/grpc-proto"
 PROTOBUF_INCLUDE = "/usr/include"
@@ -59,8 +63,15 @@ class Stubs:
         self.reflection_v1_grpc = imp("grpcstubs.reflection.v1.reflection_pb2_grpc")
         self.reflection_v1alpha_pb2 = imp("grpcstubs.reflection.v1alpha.reflection_pb2")
         self.reflection_v1alpha_grpc = imp("grpcstubs.reflection.v1alpha.reflection_pb2_grpc")
+        self.resources_pb2 = imp("sealgate.v1.resources_pb2")
         self.secret_store_pb2 = imp("sealgate.v1.secret_store_pb2")
         self.secret_store_grpc = imp("sealgate.v1.secret_store_pb2_grpc")
+        self.secret_pb2 = imp("sealgate.v1.secret_pb2")
+        self.secret_grpc = imp("sealgate.v1.secret_pb2_grpc")
+        self.sandbox_pb2 = imp("sealgate.v1.sandbox_pb2")
+        self.sandbox_grpc = imp("sealgate.v1.sandbox_pb2_grpc")
+        self.audit_pb2 = imp("sealgate.v1.audit_pb2")
+        self.audit_grpc = imp("sealgate.v1.audit_pb2_grpc")
         self.test_pb2 = imp("sealgate.testing.v1.test_service_pb2")
         self.test_grpc = imp("sealgate.testing.v1.test_service_pb2_grpc")
 
@@ -102,6 +113,95 @@ def stubs():
 
 
 # --------------------------------------------------------------------------------------------
+# PostgreSQL and keys
+
+class PgCluster:
+    """A private PostgreSQL cluster (deploy/pg-local.sh) in a temporary directory, reached
+    through a Unix socket inside it. `settings` are postgres -c settings (log_statement=all)."""
+
+    def __init__(self, *settings):
+        self.dir = tempfile.mkdtemp(prefix="sealgate-e2e-pg-")
+        self.settings = list(settings)
+        self.conninfo = self.start()
+
+    def start(self):
+        out = subprocess.run([PG_LOCAL, "start", self.dir] + self.settings,
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise RuntimeError("starting PostgreSQL failed:\n" + out.stderr)
+        return out.stdout.strip().splitlines()[-1]
+
+    def stop(self):
+        subprocess.run([PG_LOCAL, "stop", self.dir], capture_output=True, timeout=120)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @property
+    def log_path(self):
+        return os.path.join(self.dir, "postgresql.log")
+
+    def migrate(self):
+        run_sealgate("migrate", "--db", self.conninfo)
+
+    def psql(self, sql):
+        """Runs `sql` with psql; returns stdout (unaligned, tuples only)."""
+        out = subprocess.run(["psql", self.conninfo, "-XtAq", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError("psql failed: %s\n%s" % (sql, out.stderr))
+        return out.stdout
+
+    def create_org(self, name="e2e"):
+        """A new organization: returns (org_id, api_key)."""
+        out = run_sealgate("admin", "create-org", name, "--db", self.conninfo, "--json")
+        data = json.loads(out)
+        return data["org_id"], data["api_key"]
+
+
+def run_sealgate(*args, check=True):
+    """Runs the sealgate binary with `args`; returns stdout (raises on failure if `check`)."""
+    out = subprocess.run([SEALGATE_BIN] + list(args), capture_output=True, text=True,
+                         timeout=120)
+    if check and out.returncode != 0:
+        raise RuntimeError("sealgate %s failed (%d):\n%s%s" %
+                           (" ".join(args), out.returncode, out.stdout, out.stderr))
+    return out.stdout
+
+
+def write_root_key(path):
+    """A fresh root key file (64 hex characters, mode 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(os.urandom(32).hex() + "\n")
+    return path
+
+
+_shared_db = None
+_shared_key_dir = None
+
+
+def shared_db():
+    """One migrated cluster for the whole test process, stopped when it exits."""
+    global _shared_db
+    if _shared_db is None:
+        _shared_db = PgCluster()
+        atexit.register(_shared_db.cleanup)
+        _shared_db.migrate()
+    return _shared_db
+
+
+def shared_root_key():
+    global _shared_key_dir
+    if _shared_key_dir is None:
+        _shared_key_dir = tempfile.mkdtemp(prefix="sealgate-e2e-key-")
+        atexit.register(shutil.rmtree, _shared_key_dir, ignore_errors=True)
+        write_root_key(os.path.join(_shared_key_dir, "root.key"))
+    return os.path.join(_shared_key_dir, "root.key")
+
+
+# --------------------------------------------------------------------------------------------
 # Server process
 
 _LISTENING = re.compile(r"msg=listening listener=(\S+) address=(\S+)")
@@ -111,13 +211,19 @@ class Server:
     """One sealgate-test-server child. Its stderr (the log) goes to a temp file that tests read
     with log(); stop() is idempotent and always leaves the process reaped."""
 
-    def __init__(self, *flags, listeners=("grpc-listen",), binary=None):
+    def __init__(self, *flags, listeners=("grpc-listen",), binary=None, db=None, root_key=None):
+        """Starts a server with `flags`; the database is `db` (a conninfo) or the shared
+        cluster, the root key `root_key` (a file) or the shared one."""
         self.workdir = tempfile.mkdtemp(prefix="sealgate-e2e-server-")
         self.log_path = os.path.join(self.workdir, "server.log")
         self._log = open(self.log_path, "wb")
         args = [binary or TEST_SERVER, "serve"]
         if "--grpc-listen" not in flags:
             args += ["--grpc-listen", "127.0.0.1:0"]
+        if "--db" not in flags:
+            args += ["--db", db or shared_db().conninfo]
+        if "--root-key-file" not in flags:
+            args += ["--root-key-file", root_key or shared_root_key()]
         args += list(flags)
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self._log)

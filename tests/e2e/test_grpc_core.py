@@ -239,11 +239,10 @@ class UnimplementedTest(SharedServerTest):
         e = rpc_error(raw_unary, self.channel, "/sealgate.v1.NoSuchService/NoSuchMethod")
         self.assertEqual(e.code(), grpc.StatusCode.UNIMPLEMENTED)
 
-    def test_sealgate_v1_method_is_unimplemented_for_now(self):
-        stub = S.secret_store_grpc.SecretStoreServiceStub(self.channel)
-        req = S.secret_store_pb2.CreateSecretStoreRequest(
-            name="payments", egress_allowlist=["api.stripe.com"])
-        e = rpc_error(stub.CreateSecretStore, req, timeout=RPC_TIMEOUT_S)
+    def test_sealgate_v1_method_not_built_yet_is_unimplemented(self):
+        stub = S.sandbox_grpc.SandboxServiceStub(self.channel)
+        req = S.sandbox_pb2.CreateSandboxRequest(secret_store="payments")
+        e = rpc_error(stub.CreateSandbox, req, timeout=RPC_TIMEOUT_S)
         self.assertEqual(e.code(), grpc.StatusCode.UNIMPLEMENTED)
 
 
@@ -697,7 +696,8 @@ class ConnectionProtectionTest(unittest.TestCase):
         port = free_port()
         # stderr is a pipe nobody reads: it fills after some 400 log lines.
         proc = subprocess.Popen([helpers.TEST_SERVER, "serve", "--grpc-listen",
-                                 "127.0.0.1:%d" % port],
+                                 "127.0.0.1:%d" % port, "--db", helpers.shared_db().conninfo,
+                                 "--root-key-file", helpers.shared_root_key()],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         try:

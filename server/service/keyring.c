@@ -1,0 +1,188 @@
+#include "service/keyring.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "core/log.h"
+#include "db/pgtext.h"
+#include "db/pool.h"
+#include "service/common.h"
+#include "service/queries.h"
+
+#define CACHE_SLOTS 4096 /* direct-mapped; a miss costs one indexed read */
+#define ORG_ID_MAX  64
+
+typedef struct {
+  char org_id[ORG_ID_MAX + 1];
+  uint8_t dek[SG_KEY_LEN];
+} cache_entry;
+
+static sg_root_key root;
+static int root_loaded;
+static cache_entry cache[CACHE_SLOTS];
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int sg_keyring_init(const char *path, char *err, size_t errlen) {
+  if (sg_root_key_load(path, &root, err, errlen) != 0)
+    return -1;
+  root_loaded = 1;
+  return 0;
+}
+
+void sg_keyring_cleanup(void) {
+  pthread_mutex_lock(&cache_lock);
+  OPENSSL_cleanse(cache, sizeof(cache));
+  pthread_mutex_unlock(&cache_lock);
+  sg_root_key_clear(&root);
+  root_loaded = 0;
+}
+
+const sg_root_key *sg_keyring_root(void) {
+  return root_loaded ? &root : NULL;
+}
+
+static cache_entry *slot(const char *org_id) {
+  uint32_t h = 2166136261u;
+  for (const char *p = org_id; *p; p++)
+    h = (h ^ (uint8_t)*p) * 16777619u;
+  return &cache[h % CACHE_SLOTS];
+}
+
+static int cache_get(const char *org_id, uint8_t dek[SG_KEY_LEN]) {
+  pthread_mutex_lock(&cache_lock);
+  cache_entry *e = slot(org_id);
+  int hit = strcmp(e->org_id, org_id) == 0;
+  if (hit)
+    memcpy(dek, e->dek, SG_KEY_LEN);
+  pthread_mutex_unlock(&cache_lock);
+  return hit;
+}
+
+static void cache_put(const char *org_id, const uint8_t dek[SG_KEY_LEN]) {
+  pthread_mutex_lock(&cache_lock);
+  cache_entry *e = slot(org_id);
+  snprintf(e->org_id, sizeof(e->org_id), "%s", org_id);
+  memcpy(e->dek, dek, SG_KEY_LEN);
+  pthread_mutex_unlock(&cache_lock);
+}
+
+typedef struct {
+  sg_call *call;
+  const char *org_id;
+  sg_dek_cb cb;
+  void *arg;
+  int created; /* tried to create the key already */
+  uint8_t wrapped[SG_WRAPPED_DEK_LEN];
+  char dek_id[40];
+  const char *values[4];
+  int lengths[4], formats[4];
+} op;
+
+static void deliver(op *o, uint8_t dek[SG_KEY_LEN]) {
+  o->cb(o->call, o->arg, dek);
+  OPENSSL_cleanse(dek, SG_KEY_LEN);
+}
+
+static void fetch(op *o);
+
+static void key_unavailable(op *o, const char *why) {
+  sg_log_begin(SG_LOG_ERROR, "data_key_unavailable");
+  sg_log_cstr("org", o->org_id);
+  sg_log_cstr("root_key_id", root.id);
+  sg_log_cstr("detail", why);
+  sg_log_end();
+  sg_call_finish(o->call, SG_STATUS_INTERNAL, "encryption key unavailable");
+}
+
+static void created(void *arg, PGresult *res) {
+  op *o = arg;
+  if (!sg_db_check(o->call, res, NULL, NULL))
+    return;
+  fetch(o); /* ours or a concurrent writer's: read whichever won */
+}
+
+/* The organization has no data key yet: make one, wrapped for our root key. */
+static void create(op *o) {
+  uint8_t dek[SG_KEY_LEN], id[16];
+  if (sg_dek_generate(dek) != 0 || RAND_bytes(id, sizeof(id)) != 1 ||
+      sg_dek_wrap(&root, o->org_id, dek, o->wrapped) != 0) {
+    OPENSSL_cleanse(dek, sizeof(dek));
+    key_unavailable(o, "could not generate a data key");
+    return;
+  }
+  OPENSSL_cleanse(dek, sizeof(dek)); /* read back through fetch(), like any other key */
+  id[6] = (id[6] & 0x0f) | 0x40;     /* UUID version 4 */
+  id[8] = (id[8] & 0x3f) | 0x80;
+  snprintf(o->dek_id, sizeof(o->dek_id),
+           "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", id[0], id[1],
+           id[2], id[3], id[4], id[5], id[6], id[7], id[8], id[9], id[10], id[11], id[12], id[13],
+           id[14], id[15]);
+  o->created = 1;
+  o->values[0] = o->org_id;
+  o->values[1] = root.id;
+  o->values[2] = o->dek_id;
+  o->values[3] = (const char *)o->wrapped;
+  o->lengths[3] = SG_WRAPPED_DEK_LEN;
+  o->formats[3] = 1;
+  sg_db_exec(sg_db_local(), Q_ORG_KEY_CREATE, o->values, o->lengths, o->formats, created, o);
+}
+
+static void fetched(void *arg, PGresult *res) {
+  op *o = arg;
+  if (!sg_db_check(o->call, res, NULL, NULL))
+    return;
+  if (PQntuples(res) != 1) {
+    key_unavailable(o, "unexpected result reading the data key");
+    return;
+  }
+  if (PQgetisnull(res, 0, 1)) {
+    int any = PQgetvalue(res, 0, 2)[0] == 't';
+    if (any)
+      key_unavailable(o, "the data key is wrapped only for other root keys: finish "
+                         "`sealgate rotate-root-key` or start this node with the right key");
+    else if (o->created)
+      key_unavailable(o, "the data key vanished after it was created");
+    else
+      create(o);
+    return;
+  }
+  uint8_t *wrapped, dek[SG_KEY_LEN];
+  size_t len;
+  if (sg_pg_bytea_parse(sg_call_arena(o->call), PQgetvalue(res, 0, 1), &wrapped, &len) != 0 ||
+      sg_dek_unwrap(&root, o->org_id, wrapped, len, dek) != 0) {
+    key_unavailable(o, "the wrapped data key failed authentication (tampered or wrong key)");
+    return;
+  }
+  cache_put(o->org_id, dek);
+  deliver(o, dek);
+}
+
+static void fetch(op *o) {
+  o->values[0] = o->org_id;
+  o->values[1] = root.id;
+  sg_db_exec(sg_db_local(), Q_ORG_KEY_GET, o->values, NULL, NULL, fetched, o);
+}
+
+void sg_keyring_get(sg_call *call, const char *org_id, sg_dek_cb cb, void *arg) {
+  uint8_t dek[SG_KEY_LEN];
+  if (!root_loaded) {
+    sg_call_finish(call, SG_STATUS_INTERNAL, "encryption key unavailable");
+    return;
+  }
+  op o_stack = {call, org_id, cb, arg, 0, {0}, {0}, {0}, {0}, {0}};
+  if (cache_get(org_id, dek)) {
+    deliver(&o_stack, dek);
+    return;
+  }
+  if (sg_db_local() == NULL) {
+    sg_call_finish(call, SG_STATUS_UNAVAILABLE, "database unavailable; retry later");
+    return;
+  }
+  op *o = sg_arena_zalloc(sg_call_arena(call), sizeof(*o));
+  *o = o_stack;
+  fetch(o);
+}

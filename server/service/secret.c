@@ -1,0 +1,251 @@
+/* sealgate.v1.SecretService (SPEC §2, §4). */
+#include "service/secret.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "core/mem.h"
+#include "crypto/seal.h"
+#include "db/pgtext.h"
+#include "db/pool.h"
+#include "sealgate/v1/secret.pb-c.h"
+#include "service/auth.h"
+#include "service/common.h"
+#include "service/keyring.h"
+#include "service/queries.h"
+#include "service/validate.h"
+
+#define ERR_LEN 256
+/* SetSecret reads the current version, seals for the next, and writes only on top of what it
+ * read; when another writer came first it tries again, this many times in all. */
+#define SET_ATTEMPTS 8
+
+typedef struct {
+  sg_call *call;
+  const ProtobufCMessage *req;
+  const char *org;
+  const char *values[7];
+  int lengths[7], formats[7];
+  char err[ERR_LEN];
+  /* SetSecret */
+  char *store_id; /* canonical, as the database spells it: part of the AAD */
+  char *hosts;
+  uint64_t version;
+  uint8_t nonce[SG_SEAL_NONCE_LEN];
+  uint8_t *sealed;
+  size_t sealed_len;
+  int attempts;
+} op;
+
+static op *op_new(sg_call *call, const ProtobufCMessage *req) {
+  op *o = sg_arena_zalloc(sg_call_arena(call), sizeof(*o));
+  o->call = call;
+  o->req = req;
+  return o;
+}
+
+static char *store_not_found(op *o, const char *id) {
+  return sg_arena_printf(sg_call_arena(o->call), "secret store %.64s not found", id);
+}
+
+static void invalid(op *o) {
+  sg_call_finish(o->call, SG_STATUS_INVALID_ARGUMENT, "%s", o->err);
+}
+
+static int entry_from_row(op *o, const PGresult *res, int row, Sealgate__V1__SecretEntry *e) {
+  sealgate__v1__secret_entry__init(e);
+  e->id = sg_col(o->call, res, row, SECRET_ID);
+  e->store_id = sg_col(o->call, res, row, SECRET_STORE);
+  e->name = sg_col(o->call, res, row, SECRET_NAME);
+  e->created_at = sg_col(o->call, res, row, SECRET_CREATED);
+  e->updated_at = sg_col(o->call, res, row, SECRET_UPDATED);
+  e->version = strtoull(PQgetvalue(res, row, SECRET_VERSION), NULL, 10);
+  e->last_used_at = sg_col(o->call, res, row, SECRET_LAST_USED);
+  e->use_count = strtoull(PQgetvalue(res, row, SECRET_USE_COUNT), NULL, 10);
+  return sg_col_array(o->call, res, row, SECRET_HOSTS, &e->allowed_hosts, &e->n_allowed_hosts);
+}
+
+/* --- SetSecret ----------------------------------------------------------------------------- */
+
+static void set_prepare(op *o);
+
+static void written(void *arg, PGresult *res) {
+  op *o = arg;
+  OPENSSL_cleanse(o->sealed, o->sealed_len); /* ciphertext, but no reason to keep it around */
+  if (!sg_db_check(o->call, res, NULL, NULL))
+    return;
+  if (PQntuples(res) == 0) { /* another writer, or the store is gone: look again */
+    if (++o->attempts < SET_ATTEMPTS) {
+      set_prepare(o);
+      return;
+    }
+    sg_call_finish(o->call, SG_STATUS_ABORTED, "too many concurrent writes to this secret; retry");
+    return;
+  }
+  Sealgate__V1__SecretEntry e;
+  if (entry_from_row(o, res, 0, &e) == 0)
+    sg_call_reply(o->call, &e.base);
+}
+
+/* The data key is here: seal the value for the next version and write it. */
+static void seal_and_write(sg_call *call, void *arg, const uint8_t dek[SG_KEY_LEN]) {
+  op *o = arg;
+  const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
+  size_t len = strlen(req->value);
+  sg_seal_context ctx = {o->org, o->store_id, req->name, o->version};
+  o->sealed_len = len + SG_SEAL_TAG_LEN;
+  o->sealed = sg_arena_alloc(sg_call_arena(call), o->sealed_len);
+  if (sg_seal(dek, &ctx, (const uint8_t *)req->value, len, o->nonce, o->sealed) != 0) {
+    sg_call_finish(call, SG_STATUS_INTERNAL, "encryption failed");
+    return;
+  }
+  memset(o->formats, 0, sizeof(o->formats));
+  o->values[0] = o->org;
+  o->values[1] = o->store_id;
+  o->values[2] = req->name;
+  o->values[3] = o->hosts;
+  o->values[4] = sg_arena_printf(sg_call_arena(call), "%llu", (unsigned long long)o->version);
+  o->values[5] = (const char *)o->nonce;
+  o->lengths[5] = SG_SEAL_NONCE_LEN;
+  o->formats[5] = 1;
+  o->values[6] = (const char *)o->sealed;
+  o->lengths[6] = (int)o->sealed_len;
+  o->formats[6] = 1;
+  sg_db_exec(sg_db_local(), Q_SECRET_WRITE, o->values, o->lengths, o->formats, written, o);
+}
+
+static void prepared(void *arg, PGresult *res) {
+  op *o = arg;
+  const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
+  if (!sg_db_check(o->call, res, store_not_found(o, req->store_id), NULL))
+    return;
+  if (PQntuples(res) == 0) {
+    sg_call_finish(o->call, SG_STATUS_NOT_FOUND, "%s", store_not_found(o, req->store_id));
+    return;
+  }
+  o->store_id = sg_col(o->call, res, 0, 0);
+  o->version = strtoull(PQgetvalue(res, 0, 1), NULL, 10) + 1;
+  sg_keyring_get(o->call, o->org, seal_and_write, o);
+}
+
+static void set_prepare(op *o) {
+  const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
+  o->values[0] = req->store_id;
+  o->values[1] = o->org;
+  o->values[2] = req->name;
+  sg_db_exec(sg_db_local(), Q_SECRET_PREPARE, o->values, NULL, NULL, prepared, o);
+}
+
+static void set_authed(sg_call *call, void *arg, const char *org) {
+  op *o = arg;
+  const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
+  char **hosts;
+  size_t n;
+  if (sg_validate_id("store_id", req->store_id, o->err, ERR_LEN) != 0 ||
+      sg_validate_secret_name("name", req->name, o->err, ERR_LEN) != 0 ||
+      sg_validate_value("value", strlen(req->value), o->err, ERR_LEN) != 0 ||
+      sg_validate_hosts("allowed_hosts", req->allowed_hosts, req->n_allowed_hosts,
+                        sg_call_arena(call), &hosts, &n, o->err, ERR_LEN) != 0) {
+    invalid(o);
+    return;
+  }
+  o->org = org;
+  o->hosts = sg_pg_array(sg_call_arena(call), hosts, n);
+  set_prepare(o);
+}
+
+static void set_secret(sg_call *call, const ProtobufCMessage *req) {
+  sg_auth(call, set_authed, op_new(call, req));
+}
+
+/* --- ListSecrets --------------------------------------------------------------------------- */
+
+static void listed(void *arg, PGresult *res) {
+  op *o = arg;
+  const char *id = ((const Sealgate__V1__ListSecretsRequest *)o->req)->store_id;
+  if (!sg_db_check(o->call, res, store_not_found(o, id), NULL))
+    return;
+  int rows = PQntuples(res);
+  if (rows == 0) {
+    sg_call_finish(o->call, SG_STATUS_NOT_FOUND, "%s", store_not_found(o, id));
+    return;
+  }
+  Sealgate__V1__ListSecretsResponse out = SEALGATE__V1__LIST_SECRETS_RESPONSE__INIT;
+  sg_arena *a = sg_call_arena(o->call);
+  out.secrets = sg_arena_alloc(a, (size_t)rows * sizeof(*out.secrets));
+  for (int i = 0; i < rows; i++) {
+    if (PQgetisnull(res, i, SECRET_ID))
+      continue; /* the store exists and has no secrets */
+    Sealgate__V1__SecretEntry *e = sg_arena_alloc(a, sizeof(*e));
+    if (entry_from_row(o, res, i, e) != 0)
+      return;
+    out.secrets[out.n_secrets++] = e;
+  }
+  sg_call_reply(o->call, &out.base);
+}
+
+static void list_authed(sg_call *call, void *arg, const char *org) {
+  (void)call;
+  op *o = arg;
+  const Sealgate__V1__ListSecretsRequest *req = (const void *)o->req;
+  if (sg_validate_id("store_id", req->store_id, o->err, ERR_LEN) != 0) {
+    invalid(o);
+    return;
+  }
+  o->values[0] = req->store_id;
+  o->values[1] = org;
+  sg_db_exec(sg_db_local(), Q_SECRET_LIST, o->values, NULL, NULL, listed, o);
+}
+
+static void list_secrets(sg_call *call, const ProtobufCMessage *req) {
+  sg_auth(call, list_authed, op_new(call, req));
+}
+
+/* --- DeleteSecret -------------------------------------------------------------------------- */
+
+static void deleted(void *arg, PGresult *res) {
+  op *o = arg;
+  const Sealgate__V1__DeleteSecretRequest *req = (const void *)o->req;
+  char *missing =
+      sg_arena_printf(sg_call_arena(o->call), "secret %.128s not found in secret store %.64s",
+                      req->name, req->store_id);
+  if (!sg_db_check(o->call, res, missing, NULL))
+    return;
+  if (PQntuples(res) == 0) {
+    sg_call_finish(o->call, SG_STATUS_NOT_FOUND, "%s", missing);
+    return;
+  }
+  Google__Protobuf__Empty empty = GOOGLE__PROTOBUF__EMPTY__INIT;
+  sg_call_reply(o->call, &empty.base);
+}
+
+static void delete_authed(sg_call *call, void *arg, const char *org) {
+  (void)call;
+  op *o = arg;
+  const Sealgate__V1__DeleteSecretRequest *req = (const void *)o->req;
+  if (sg_validate_id("store_id", req->store_id, o->err, ERR_LEN) != 0 ||
+      sg_validate_secret_name("name", req->name, o->err, ERR_LEN) != 0) {
+    invalid(o);
+    return;
+  }
+  o->values[0] = req->store_id;
+  o->values[1] = org;
+  o->values[2] = req->name;
+  sg_db_exec(sg_db_local(), Q_SECRET_DELETE, o->values, NULL, NULL, deleted, o);
+}
+
+static void delete_secret(sg_call *call, const ProtobufCMessage *req) {
+  sg_auth(call, delete_authed, op_new(call, req));
+}
+
+static const sg_method_impl methods[] = {
+    {"SetSecret", SG_METHOD_UNARY, set_secret, NULL},
+    {"ListSecrets", SG_METHOD_UNARY, list_secrets, NULL},
+    {"DeleteSecret", SG_METHOD_UNARY, delete_secret, NULL},
+};
+
+const sg_service sg_secret_service = {&sealgate__v1__secret_service__descriptor, methods,
+                                      SG_ARRAY_LEN(methods), NULL};
