@@ -30,7 +30,7 @@ static int all_zero(const uint8_t *p, size_t n) {
 }
 
 static void round_trip(size_t len) {
-  uint8_t *plain = malloc(len + 1), *sealed = malloc(len + TAG), *back = malloc(len + 1);
+  uint8_t *plain = calloc(1, len + 1), *sealed = malloc(len + TAG), *back = malloc(len + 1);
   for (size_t i = 0; i < len; i++)
     plain[i] = (uint8_t)(i * 131 + 7);
   uint8_t nonce[SG_SEAL_NONCE_LEN];
