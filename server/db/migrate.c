@@ -57,11 +57,18 @@ static int run(PGconn *pg, const char *sql, const char *what, char *err, size_t 
 }
 
 int sg_schema_read(PGconn *pg, int *version, char *err, size_t errlen) {
-  PGresult *res = PQexec(pg, "SELECT CASE WHEN to_regclass('sealgate_schema') IS NULL THEN 0 "
-                             "ELSE (SELECT coalesce(max(version), 0) FROM sealgate_schema) END");
+  /* Two statements: PostgreSQL resolves every table a statement names before running any of
+   * it, so one query cannot ask "does it exist, and if so what is in it". */
+  PGresult *res = PQexec(pg, "SELECT to_regclass('sealgate_schema') IS NOT NULL");
   int ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+  int exists = ok && PQgetvalue(res, 0, 0)[0] == 't';
+  if (ok && exists) {
+    PQclear(res);
+    res = PQexec(pg, "SELECT coalesce(max(version), 0) FROM sealgate_schema");
+    ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+  }
   if (ok)
-    *version = atoi(PQgetvalue(res, 0, 0));
+    *version = exists ? atoi(PQgetvalue(res, 0, 0)) : 0;
   else
     snprintf(err, errlen, "reading the schema version: %s", PQresultErrorMessage(res));
   PQclear(res);

@@ -13,6 +13,7 @@
 #include "core/mem.h"
 #include "rpc/b64.h"
 #include "rpc/call_int.h"
+#include "rpc/pbcheck.h"
 #include "rpc/timeout.h"
 
 /* Request bodies stream in; a generous window keeps large messages from stalling on
@@ -271,6 +272,13 @@ static int on_message(void *ud, int compressed, const uint8_t *data, size_t len)
     }
     data = plain;
     len = plain_len;
+  }
+  char field[96];
+  if (sg_pb_check_strings(call->route->input, data, len, field, sizeof(field)) != 0) {
+    free(plain);
+    snprintf(msg, sizeof(msg), "%s: must be UTF-8 text without NUL characters", field);
+    sg_call_end(call, SG_STATUS_INVALID_ARGUMENT, msg);
+    return SG_FRAME_ERR_STOPPED;
   }
   int over_budget;
   ProtobufCMessage *req = sg_call_unpack(call, data, len, &over_budget);

@@ -57,14 +57,17 @@ const sg_db_stmt sg_queries[Q_COUNT] = {
                         "UPDATE secret_stores SET deleted_at = clock_timestamp() "
                         "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL RETURNING id",
                         2},
-    [Q_SECRET_PREPARE] = {"secret_prepare",
-                          "SELECT st.id, coalesce(s.version, 0) FROM secret_stores st "
-                          "LEFT JOIN secrets s ON s.store_id = st.id AND s.name = $3 "
-                          "WHERE st.id = $1 AND st.org_id = $2 AND st.deleted_at IS NULL",
+    /* Only for a live store of the caller's organization: otherwise nothing is returned. */
+    [Q_SECRET_RESERVE] = {"secret_reserve",
+                          "INSERT INTO secret_version_counters AS c (store_id, name, last_version) "
+                          "SELECT st.id, $3, 1 FROM secret_stores st WHERE st.id = $1 "
+                          "AND st.org_id = $2 AND st.deleted_at IS NULL "
+                          "ON CONFLICT (store_id, name) DO UPDATE SET "
+                          "last_version = c.last_version + 1 RETURNING c.store_id, c.last_version",
                           3},
-    /* The write succeeds only on top of the version read by secret_prepare (no row returned:
-     * another SetSecret came first, or the store went away; the caller reads again). A
-     * deleted secret is brought back with the next version number. */
+    /* Writes only over an older version: when a concurrent SetSecret with a higher number got
+     * there first, nothing is returned (that newer value stays). A deleted secret is brought
+     * back. */
     [Q_SECRET_WRITE] = {"secret_write",
                         "INSERT INTO secrets AS s (org_id, store_id, name, allowed_hosts, "
                         "version, nonce, ciphertext) "
@@ -80,8 +83,15 @@ const sg_db_stmt sg_queries[Q_COUNT] = {
                         "use_count = CASE WHEN s.deleted_at IS NULL THEN s.use_count ELSE 0 END, "
                         "last_used_at = CASE WHEN s.deleted_at IS NULL THEN s.last_used_at END, "
                         "deleted_at = NULL "
-                        "WHERE s.version = EXCLUDED.version - 1 RETURNING " SECRET_COLS("s."),
+                        "WHERE s.version < EXCLUDED.version RETURNING " SECRET_COLS("s."),
                         7},
+    [Q_SECRET_GET] =
+        {"secret_get",
+         "SELECT " SECRET_COLS(
+             "s.") " FROM secrets s JOIN secret_stores st "
+                   "ON st.id = s.store_id WHERE st.id = $1 AND st.org_id = $2 "
+                   "AND st.deleted_at IS NULL AND s.name = $3 AND s.deleted_at IS NULL",
+         3},
     [Q_SECRET_LIST] =
         {"secret_list",
          "SELECT " SECRET_COLS(

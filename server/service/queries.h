@@ -17,8 +17,9 @@ enum {
   Q_STORE_LIST,     /* $1 org, $2 after created_at, $3 after id, $4 limit -> stores + key */
   Q_STORE_UPDATE,   /* $1 id, $2 org, $3 set name?, $4 name, $5 set list?, $6 list -> store */
   Q_STORE_DELETE,   /* $1 id, $2 org -> id */
-  Q_SECRET_PREPARE, /* $1 store, $2 org, $3 name -> store id, current version */
+  Q_SECRET_RESERVE, /* $1 store, $2 org, $3 name -> store id, the next version */
   Q_SECRET_WRITE,   /* $1 org, $2 store, $3 name, $4 hosts, $5 version, $6 nonce, $7 ct */
+  Q_SECRET_GET,     /* $1 store, $2 org, $3 name -> secret */
   Q_SECRET_LIST,    /* $1 store, $2 org -> store id + secrets (NULL name: none) */
   Q_SECRET_DELETE,  /* $1 store, $2 org, $3 name -> id */
   Q_COUNT
@@ -26,7 +27,7 @@ enum {
 
 extern const sg_db_stmt sg_queries[Q_COUNT];
 
-/* Result columns of a store (Q_STORE_*) and of a secret entry (Q_SECRET_WRITE/LIST). */
+/* Result columns of a store (Q_STORE_*) and of a secret entry (Q_SECRET_WRITE/GET/LIST). */
 enum {
   STORE_ID,
   STORE_ORG,

@@ -19,9 +19,6 @@
 #include "service/validate.h"
 
 #define ERR_LEN 256
-/* SetSecret reads the current version, seals for the next, and writes only on top of what it
- * read; when another writer came first it tries again, this many times in all. */
-#define SET_ATTEMPTS 8
 
 typedef struct {
   sg_call *call;
@@ -32,12 +29,14 @@ typedef struct {
   char err[ERR_LEN];
   /* SetSecret */
   char *store_id; /* canonical, as the database spells it: part of the AAD */
-  char *hosts;
+  char *hosts;    /* as a text[] literal */
+  char **host_list;
+  size_t n_hosts;
+  uint8_t dek[SG_KEY_LEN]; /* held from got_key to reserved, zeroed there */
   uint64_t version;
   uint8_t nonce[SG_SEAL_NONCE_LEN];
   uint8_t *sealed;
   size_t sealed_len;
-  int attempts;
 } op;
 
 static op *op_new(sg_call *call, const ProtobufCMessage *req) {
@@ -70,19 +69,42 @@ static int entry_from_row(op *o, const PGresult *res, int row, Sealgate__V1__Sec
 
 /* --- SetSecret ----------------------------------------------------------------------------- */
 
-static void set_prepare(op *o);
+/* The order is: data key, then a version number (the only step that uses one up, so a call
+ * that fails on its key leaves no gap), then seal and write. The data key is held in the
+ * op only between the first and second step and zeroed at the second. */
+
+/* The write lost to a higher version from a concurrent SetSecret, which stays the current
+ * value. This call still made its version: answer with it, over the secret as it stands (or
+ * NOT_FOUND if the store went away meanwhile). */
+static void reread(void *arg, PGresult *res) {
+  op *o = arg;
+  const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
+  if (!sg_db_check(o->call, res, NULL, NULL))
+    return;
+  if (PQntuples(res) == 0) {
+    sg_call_finish(o->call, SG_STATUS_NOT_FOUND, "%s", store_not_found(o, req->store_id));
+    return;
+  }
+  Sealgate__V1__SecretEntry e;
+  if (entry_from_row(o, res, 0, &e) != 0)
+    return;
+  e.version = o->version;
+  e.allowed_hosts = o->host_list;
+  e.n_allowed_hosts = o->n_hosts;
+  sg_call_reply(o->call, &e.base);
+}
 
 static void written(void *arg, PGresult *res) {
   op *o = arg;
-  OPENSSL_cleanse(o->sealed, o->sealed_len); /* ciphertext, but no reason to keep it around */
   if (!sg_db_check(o->call, res, NULL, NULL))
     return;
-  if (PQntuples(res) == 0) { /* another writer, or the store is gone: look again */
-    if (++o->attempts < SET_ATTEMPTS) {
-      set_prepare(o);
-      return;
-    }
-    sg_call_finish(o->call, SG_STATUS_ABORTED, "too many concurrent writes to this secret; retry");
+  if (PQntuples(res) == 0) {
+    const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
+    memset(o->formats, 0, sizeof(o->formats));
+    o->values[0] = o->store_id;
+    o->values[1] = o->org;
+    o->values[2] = req->name;
+    sg_db_exec(sg_db_local(), Q_SECRET_GET, o->values, NULL, NULL, reread, o);
     return;
   }
   Sealgate__V1__SecretEntry e;
@@ -90,24 +112,40 @@ static void written(void *arg, PGresult *res) {
     sg_call_reply(o->call, &e.base);
 }
 
-/* The data key is here: seal the value for the next version and write it. */
-static void seal_and_write(sg_call *call, void *arg, const uint8_t dek[SG_KEY_LEN]) {
-  op *o = arg;
+/* Seals the value for the version taken, with the data key held since got_key. */
+static int seal_value(op *o) {
   const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
   size_t len = strlen(req->value);
   sg_seal_context ctx = {o->org, o->store_id, req->name, o->version};
   o->sealed_len = len + SG_SEAL_TAG_LEN;
-  o->sealed = sg_arena_alloc(sg_call_arena(call), o->sealed_len);
-  if (sg_seal(dek, &ctx, (const uint8_t *)req->value, len, o->nonce, o->sealed) != 0) {
-    sg_call_finish(call, SG_STATUS_INTERNAL, "encryption failed");
-    return;
+  o->sealed = sg_arena_alloc(sg_call_arena(o->call), o->sealed_len);
+  return sg_seal(o->dek, &ctx, (const uint8_t *)req->value, len, o->nonce, o->sealed);
+}
+
+static void reserved(void *arg, PGresult *res) {
+  op *o = arg;
+  const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
+  int ok = sg_db_check(o->call, res, store_not_found(o, req->store_id), NULL);
+  if (ok && PQntuples(res) == 0) {
+    sg_call_finish(o->call, SG_STATUS_NOT_FOUND, "%s", store_not_found(o, req->store_id));
+    ok = 0;
   }
-  memset(o->formats, 0, sizeof(o->formats));
+  if (ok) {
+    o->store_id = sg_col(o->call, res, 0, 0);
+    o->version = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+    if (seal_value(o) != 0) {
+      sg_call_finish(o->call, SG_STATUS_INTERNAL, "encryption failed");
+      ok = 0;
+    }
+  }
+  OPENSSL_cleanse(o->dek, sizeof(o->dek));
+  if (!ok)
+    return;
   o->values[0] = o->org;
   o->values[1] = o->store_id;
   o->values[2] = req->name;
   o->values[3] = o->hosts;
-  o->values[4] = sg_arena_printf(sg_call_arena(call), "%llu", (unsigned long long)o->version);
+  o->values[4] = sg_arena_printf(sg_call_arena(o->call), "%llu", (unsigned long long)o->version);
   o->values[5] = (const char *)o->nonce;
   o->lengths[5] = SG_SEAL_NONCE_LEN;
   o->formats[5] = 1;
@@ -117,44 +155,31 @@ static void seal_and_write(sg_call *call, void *arg, const uint8_t dek[SG_KEY_LE
   sg_db_exec(sg_db_local(), Q_SECRET_WRITE, o->values, o->lengths, o->formats, written, o);
 }
 
-static void prepared(void *arg, PGresult *res) {
+static void got_key(sg_call *call, void *arg, const uint8_t dek[SG_KEY_LEN]) {
+  (void)call;
   op *o = arg;
   const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
-  if (!sg_db_check(o->call, res, store_not_found(o, req->store_id), NULL))
-    return;
-  if (PQntuples(res) == 0) {
-    sg_call_finish(o->call, SG_STATUS_NOT_FOUND, "%s", store_not_found(o, req->store_id));
-    return;
-  }
-  o->store_id = sg_col(o->call, res, 0, 0);
-  o->version = strtoull(PQgetvalue(res, 0, 1), NULL, 10) + 1;
-  sg_keyring_get(o->call, o->org, seal_and_write, o);
-}
-
-static void set_prepare(op *o) {
-  const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
+  memcpy(o->dek, dek, SG_KEY_LEN);
   o->values[0] = req->store_id;
   o->values[1] = o->org;
   o->values[2] = req->name;
-  sg_db_exec(sg_db_local(), Q_SECRET_PREPARE, o->values, NULL, NULL, prepared, o);
+  sg_db_exec(sg_db_local(), Q_SECRET_RESERVE, o->values, NULL, NULL, reserved, o);
 }
 
 static void set_authed(sg_call *call, void *arg, const char *org) {
   op *o = arg;
   const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
-  char **hosts;
-  size_t n;
   if (sg_validate_id("store_id", req->store_id, o->err, ERR_LEN) != 0 ||
       sg_validate_secret_name("name", req->name, o->err, ERR_LEN) != 0 ||
       sg_validate_value("value", strlen(req->value), o->err, ERR_LEN) != 0 ||
       sg_validate_hosts("allowed_hosts", req->allowed_hosts, req->n_allowed_hosts,
-                        sg_call_arena(call), &hosts, &n, o->err, ERR_LEN) != 0) {
+                        sg_call_arena(call), &o->host_list, &o->n_hosts, o->err, ERR_LEN) != 0) {
     invalid(o);
     return;
   }
   o->org = org;
-  o->hosts = sg_pg_array(sg_call_arena(call), hosts, n);
-  set_prepare(o);
+  o->hosts = sg_pg_array(sg_call_arena(call), o->host_list, o->n_hosts);
+  sg_keyring_get(call, org, got_key, o);
 }
 
 static void set_secret(sg_call *call, const ProtobufCMessage *req) {

@@ -1,7 +1,9 @@
 /* sealgate.v1.SecretStoreService (SPEC §2). */
 #include "service/secret_store.h"
 
+#include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/mem.h"
@@ -140,6 +142,32 @@ static char *make_token(op *o, const char *key, const char *id) {
   return out;
 }
 
+/* Exactly "YYYY-MM-DD HH:MM:SS.ffffff" with every field in its range. */
+static int token_time_ok(const char *t) {
+  static const char shape[] = "dddd-dd-dd dd:dd:dd.dddddd";
+  if (strlen(t) != sizeof(shape) - 1)
+    return 0;
+  for (size_t i = 0; shape[i]; i++)
+    if (shape[i] == 'd' ? (t[i] < '0' || t[i] > '9') : t[i] != shape[i])
+      return 0;
+  int month = atoi(t + 5), day = atoi(t + 8), hour = atoi(t + 11), minute = atoi(t + 14),
+      second = atoi(t + 17);
+  return month >= 1 && month <= 12 && day >= 1 && day <= 31 && hour <= 23 && minute <= 59 &&
+         second <= 59;
+}
+
+/* 8-4-4-4-12 hexadecimal digits, as PostgreSQL prints a uuid. */
+static int canonical_uuid(const char *s) {
+  if (strlen(s) != 36)
+    return 0;
+  for (int i = 0; i < 36; i++) {
+    int dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
+      return 0;
+  }
+  return 1;
+}
+
 static int parse_token(op *o, const char *token) {
   size_t len = strlen(token);
   if (len == 0) {
@@ -158,8 +186,7 @@ static int parse_token(op *o, const char *token) {
   *bar = '\0';
   o->values[1] = (char *)raw + 2;
   o->values[2] = bar + 1;
-  if (strspn(o->values[1], "0123456789-: .") != strlen(o->values[1]) ||
-      sg_validate_id("page_token", o->values[2], o->err, ERR_LEN) != 0)
+  if (!token_time_ok(o->values[1]) || !canonical_uuid(o->values[2]))
     goto bad;
   return 0;
 bad:
@@ -169,6 +196,13 @@ bad:
 
 static void listed(void *arg, PGresult *res) {
   op *o = arg;
+  /* A token that passed the shape checks but names no real instant (February 30th): the
+   * database's data-exception class 22. */
+  if (res != NULL && strncmp(sg_db_sqlstate(res), "22", 2) == 0) {
+    sg_call_finish(o->call, SG_STATUS_INVALID_ARGUMENT,
+                   "page_token: not a token this API returned");
+    return;
+  }
   if (!sg_db_check(o->call, res, NULL, NULL))
     return;
   int rows = PQntuples(res), shown = rows > o->page_size ? o->page_size : rows;

@@ -115,14 +115,50 @@ def stubs():
 # --------------------------------------------------------------------------------------------
 # PostgreSQL and keys
 
-class PgCluster:
+class PgDatabase:
+    """One PostgreSQL database, by its connection string: psql and sealgate's admin commands
+    run against it."""
+
+    def __init__(self, conninfo):
+        self.conninfo = conninfo
+
+    def migrate(self):
+        """Runs `sealgate migrate`; returns its output."""
+        return run_sealgate("migrate", "--db", self.conninfo)
+
+    def psql(self, sql):
+        """Runs `sql` with psql; returns stdout (unaligned, tuples only)."""
+        out = subprocess.run(["psql", self.conninfo, "-XtAq", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError("psql failed: %s\n%s" % (sql, out.stderr))
+        return out.stdout
+
+    def create_org(self, name="e2e"):
+        """A new organization: returns (org_id, api_key)."""
+        out = run_sealgate("admin", "create-org", name, "--db", self.conninfo, "--json")
+        data = json.loads(out)
+        return data["org_id"], data["api_key"]
+
+    def create_api_key(self, org_id):
+        """Another API key for `org_id`: returns the key."""
+        out = run_sealgate("admin", "create-api-key", org_id, "--db", self.conninfo, "--json")
+        return json.loads(out)["api_key"]
+
+    def revoke_api_key(self, api_key):
+        """Revokes `api_key` by the prefix an operator sees (its first 12 characters)."""
+        run_sealgate("admin", "revoke-api-key", api_key[:12], "--db", self.conninfo)
+
+
+class PgCluster(PgDatabase):
     """A private PostgreSQL cluster (deploy/pg-local.sh) in a temporary directory, reached
-    through a Unix socket inside it. `settings` are postgres -c settings (log_statement=all)."""
+    through a Unix socket inside it. `settings` are postgres -c settings (log_statement=all).
+    As a PgDatabase it is the cluster's database "sealgate"; create_database adds others."""
 
     def __init__(self, *settings):
         self.dir = tempfile.mkdtemp(prefix="sealgate-e2e-pg-")
         self.settings = list(settings)
-        self.conninfo = self.start()
+        super().__init__(self.start())
 
     def start(self):
         out = subprocess.run([PG_LOCAL, "start", self.dir] + self.settings,
@@ -142,28 +178,22 @@ class PgCluster:
     def log_path(self):
         return os.path.join(self.dir, "postgresql.log")
 
-    def migrate(self):
-        run_sealgate("migrate", "--db", self.conninfo)
+    def create_database(self, name):
+        """A new, empty (unmigrated) database `name` in this cluster."""
+        self.psql('CREATE DATABASE "%s"' % name)
+        return PgDatabase(re.sub(r"\bdbname=\S+", "dbname=" + name, self.conninfo))
 
-    def psql(self, sql):
-        """Runs `sql` with psql; returns stdout (unaligned, tuples only)."""
-        out = subprocess.run(["psql", self.conninfo, "-XtAq", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                             capture_output=True, text=True, timeout=60)
-        if out.returncode != 0:
-            raise RuntimeError("psql failed: %s\n%s" % (sql, out.stderr))
-        return out.stdout
 
-    def create_org(self, name="e2e"):
-        """A new organization: returns (org_id, api_key)."""
-        out = run_sealgate("admin", "create-org", name, "--db", self.conninfo, "--json")
-        data = json.loads(out)
-        return data["org_id"], data["api_key"]
+def sealgate_cli(*args, env=None, timeout=120):
+    """Runs the sealgate binary with `args`; returns the subprocess.CompletedProcess (text),
+    whatever its exit status. A run that outlives `timeout` is killed and raises."""
+    return subprocess.run([SEALGATE_BIN] + list(args), capture_output=True, text=True,
+                          env=env, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def run_sealgate(*args, check=True):
     """Runs the sealgate binary with `args`; returns stdout (raises on failure if `check`)."""
-    out = subprocess.run([SEALGATE_BIN] + list(args), capture_output=True, text=True,
-                         timeout=120)
+    out = sealgate_cli(*args)
     if check and out.returncode != 0:
         raise RuntimeError("sealgate %s failed (%d):\n%s%s" %
                            (" ".join(args), out.returncode, out.stdout, out.stderr))
@@ -505,7 +535,11 @@ class RawH2:
                 frames.append((ftype, flags, stream, self.buf[9:9 + length]))
                 self.buf = self.buf[9 + length:]
                 if ftype == H2_SETTINGS and not flags & 1:
-                    self.send(h2_frame(H2_SETTINGS, 1, 0))
+                    try:
+                        self.send(h2_frame(H2_SETTINGS, 1, 0))
+                    except OSError:  # the server has closed: what was read still counts
+                        frames.append(("EOF", 0, 0, b""))
+                        return frames
                 if until is not None and until(frames):
                     return frames
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))

@@ -51,7 +51,7 @@ CREATE INDEX secret_stores_org_page ON secret_stores (org_id, created_at, id)
 
 -- One row per (store, name): the current version's ciphertext. version counts SetSecret calls
 -- on the name (1, 2, ...) and never restarts, also across a delete and a re-create, so a
--- (org, store, name, version) AAD is never reused.
+-- (org, store, name, version) AAD is never reused. Numbers come from secret_version_counters.
 CREATE TABLE secrets (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   org_id uuid NOT NULL REFERENCES organizations (id),
@@ -67,4 +67,14 @@ CREATE TABLE secrets (
   last_used_at timestamptz,
   use_count bigint NOT NULL DEFAULT 0,
   UNIQUE (store_id, name)
+);
+
+-- SetSecret first takes the next version number for its (store, name) here: one short
+-- statement, so concurrent writers each get a number of their own without retrying. It then
+-- seals the value for that number and writes it; the highest version wins.
+CREATE TABLE secret_version_counters (
+  store_id uuid NOT NULL REFERENCES secret_stores (id),
+  name text NOT NULL,
+  last_version bigint NOT NULL,
+  PRIMARY KEY (store_id, name)
 );
