@@ -60,10 +60,13 @@ const sg_db_stmt sg_queries[Q_COUNT] = {
     /* Only for a live store of the caller's organization: otherwise nothing is returned. */
     [Q_SECRET_RESERVE] = {"secret_reserve",
                           "INSERT INTO secret_version_counters AS c (store_id, name, last_version) "
-                          "SELECT st.id, $3, 1 FROM secret_stores st WHERE st.id = $1 "
+                          "SELECT st.id, $3, coalesce((SELECT s.version FROM secrets s "
+                          "WHERE s.store_id = st.id AND s.name = $3), 0) + 1 "
+                          "FROM secret_stores st WHERE st.id = $1 "
                           "AND st.org_id = $2 AND st.deleted_at IS NULL "
-                          "ON CONFLICT (store_id, name) DO UPDATE SET "
-                          "last_version = c.last_version + 1 RETURNING c.store_id, c.last_version",
+                          "ON CONFLICT (store_id, name) DO UPDATE SET last_version = "
+                          "greatest(c.last_version, EXCLUDED.last_version - 1) + 1 "
+                          "RETURNING c.store_id, c.last_version",
                           3},
     /* Writes only over an older version: when a concurrent SetSecret with a higher number got
      * there first, nothing is returned (that newer value stays). A deleted secret is brought

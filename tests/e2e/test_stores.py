@@ -1007,6 +1007,20 @@ class SealedValuesTest(SharedServerTest):
         self.assertEqual(Envelope.open_secret(dek, SecretRow(self.db, entry.id)), value.encode())
 
 
+class VersionCounterTest(SharedServerTest):
+    """Version numbers are taken from an UNLOGGED table (no WAL flush per SetSecret), which a
+    crash or a failover empties."""
+
+    def test_numbering_continues_above_the_stored_version_after_the_counters_are_lost(self):
+        store = self.new_store()
+        for version in (1, 2, 3):
+            self.assertEqual(self.api.set_secret(store.id, "TOKEN", "v%d" % version).version,
+                             version)
+        helpers.shared_db().psql("TRUNCATE secret_version_counters")
+        self.assertEqual(self.api.set_secret(store.id, "TOKEN", "v4").version, 4)
+        self.assertEqual(self.api.set_secret(store.id, "TOKEN", "v5").version, 5)
+
+
 class DataKeyTest(SharedServerTest):
     """The organization's data key: a node that cannot unwrap it fails closed (INTERNAL, the
     log says data_key_unavailable) and never falls back to another key or mints a new one."""
