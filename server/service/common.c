@@ -5,6 +5,8 @@
 #include "core/log.h"
 #include "db/pgtext.h"
 #include "db/pool.h"
+#include "google/protobuf/empty.pb-c.h"
+#include "service/validate.h"
 
 int sg_db_check(sg_call *call, PGresult *res, const char *not_found, const char *already_exists) {
   if (res == NULL) {
@@ -56,4 +58,38 @@ int sg_col_array(sg_call *call, const PGresult *res, int row, int col, char ***i
     return -1;
   }
   return 0;
+}
+
+void *sg_op_new(sg_call *call, const ProtobufCMessage *req, size_t size) {
+  sg_op *o = sg_arena_zalloc(sg_call_arena(call), size);
+  o->call = call;
+  o->req = req;
+  return o;
+}
+
+void sg_op_invalid(sg_op *o) {
+  sg_call_finish(o->call, SG_STATUS_INVALID_ARGUMENT, "%s", o->err);
+}
+
+void sg_op_exec_on_store(sg_op *o, const char *store_id, const char *name, int stmt, sg_db_cb cb) {
+  if (sg_validate_id("store_id", store_id, o->err, sizeof(o->err)) != 0 ||
+      (name != NULL && sg_validate_secret_name("name", name, o->err, sizeof(o->err)) != 0)) {
+    sg_op_invalid(o);
+    return;
+  }
+  o->values[0] = store_id;
+  o->values[1] = o->org;
+  o->values[2] = name;
+  sg_db_exec(sg_db_local(), stmt, o->values, NULL, NULL, cb, o);
+}
+
+void sg_op_reply_empty(sg_op *o, PGresult *res, const char *missing) {
+  if (!sg_db_check(o->call, res, missing, NULL))
+    return;
+  if (PQntuples(res) == 0) {
+    sg_call_finish(o->call, SG_STATUS_NOT_FOUND, "%s", missing);
+    return;
+  }
+  Google__Protobuf__Empty empty = GOOGLE__PROTOBUF__EMPTY__INIT;
+  sg_call_reply(o->call, &empty.base);
 }

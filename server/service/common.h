@@ -5,7 +5,38 @@
 
 #include <libpq-fe.h>
 
+#include "db/pool.h"
 #include "rpc/call.h"
+
+#define SG_OP_ERR_LEN    256
+#define SG_OP_MAX_PARAMS 8
+
+/* The state of one RPC between its database round trips, in the call's arena: the call, its
+ * request, the caller's organization once authenticated, the parameters of the statement in
+ * flight, and room for a validator's message. A handler that needs more embeds it first. */
+typedef struct {
+  sg_call *call;
+  const ProtobufCMessage *req;
+  const char *org;
+  const char *values[SG_OP_MAX_PARAMS];
+  int lengths[SG_OP_MAX_PARAMS], formats[SG_OP_MAX_PARAMS];
+  char err[SG_OP_ERR_LEN];
+} sg_op;
+
+/* Allocates a zeroed struct of |size| bytes that begins with an sg_op, in the call's arena. */
+void *sg_op_new(sg_call *call, const ProtobufCMessage *req, size_t size);
+
+/* Finishes the call with INVALID_ARGUMENT and the message a validator left in o->err. */
+void sg_op_invalid(sg_op *o);
+
+/* The first step of most calls on one store: checks |store_id| (and |name| as a secret name
+ * when it is not NULL), then runs |stmt| with $1 = store_id, $2 = the caller's organization
+ * and $3 = name. Finishes the call with INVALID_ARGUMENT on a bad argument. */
+void sg_op_exec_on_store(sg_op *o, const char *store_id, const char *name, int stmt, sg_db_cb cb);
+
+/* For a statement that returns the row it changed: replies google.protobuf.Empty, or
+ * NOT_FOUND with |missing| when no row was touched. */
+void sg_op_reply_empty(sg_op *o, PGresult *res, const char *missing);
 
 /* Returns 1 if |res| is a successful result. Otherwise finishes |call| and returns 0:
  * UNAVAILABLE when the database could not be reached (|res| NULL), NOT_FOUND with |not_found|

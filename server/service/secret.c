@@ -18,16 +18,11 @@
 #include "service/queries.h"
 #include "service/validate.h"
 
-#define ERR_LEN 256
+typedef sg_op op;
 
+/* SetSecret's state between its steps. */
 typedef struct {
-  sg_call *call;
-  const ProtobufCMessage *req;
-  const char *org;
-  const char *values[7];
-  int lengths[7], formats[7];
-  char err[ERR_LEN];
-  /* SetSecret */
+  sg_op op;
   char *store_id; /* canonical, as the database spells it: part of the AAD */
   char *hosts;    /* as a text[] literal */
   char **host_list;
@@ -37,21 +32,10 @@ typedef struct {
   uint8_t nonce[SG_SEAL_NONCE_LEN];
   uint8_t *sealed;
   size_t sealed_len;
-} op;
-
-static op *op_new(sg_call *call, const ProtobufCMessage *req) {
-  op *o = sg_arena_zalloc(sg_call_arena(call), sizeof(*o));
-  o->call = call;
-  o->req = req;
-  return o;
-}
+} set_state;
 
 static char *store_not_found(op *o, const char *id) {
   return sg_arena_printf(sg_call_arena(o->call), "secret store %.64s not found", id);
-}
-
-static void invalid(op *o) {
-  sg_call_finish(o->call, SG_STATUS_INVALID_ARGUMENT, "%s", o->err);
 }
 
 static int entry_from_row(op *o, const PGresult *res, int row, Sealgate__V1__SecretEntry *e) {
@@ -77,7 +61,8 @@ static int entry_from_row(op *o, const PGresult *res, int row, Sealgate__V1__Sec
  * value. This call still made its version: answer with it, over the secret as it stands (or
  * NOT_FOUND if the store went away meanwhile). */
 static void reread(void *arg, PGresult *res) {
-  op *o = arg;
+  set_state *st = arg;
+  op *o = &st->op;
   const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
   if (!sg_db_check(o->call, res, NULL, NULL))
     return;
@@ -88,23 +73,24 @@ static void reread(void *arg, PGresult *res) {
   Sealgate__V1__SecretEntry e;
   if (entry_from_row(o, res, 0, &e) != 0)
     return;
-  e.version = o->version;
-  e.allowed_hosts = o->host_list;
-  e.n_allowed_hosts = o->n_hosts;
+  e.version = st->version;
+  e.allowed_hosts = st->host_list;
+  e.n_allowed_hosts = st->n_hosts;
   sg_call_reply(o->call, &e.base);
 }
 
 static void written(void *arg, PGresult *res) {
-  op *o = arg;
+  set_state *st = arg;
+  op *o = &st->op;
   if (!sg_db_check(o->call, res, NULL, NULL))
     return;
   if (PQntuples(res) == 0) {
     const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
     memset(o->formats, 0, sizeof(o->formats));
-    o->values[0] = o->store_id;
+    o->values[0] = st->store_id;
     o->values[1] = o->org;
     o->values[2] = req->name;
-    sg_db_exec(sg_db_local(), Q_SECRET_GET, o->values, NULL, NULL, reread, o);
+    sg_db_exec(sg_db_local(), Q_SECRET_GET, o->values, NULL, NULL, reread, st);
     return;
   }
   Sealgate__V1__SecretEntry e;
@@ -113,17 +99,18 @@ static void written(void *arg, PGresult *res) {
 }
 
 /* Seals the value for the version taken, with the data key held since got_key. */
-static int seal_value(op *o) {
-  const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
+static int seal_value(set_state *st) {
+  const Sealgate__V1__SetSecretRequest *req = (const void *)st->op.req;
   size_t len = strlen(req->value);
-  sg_seal_context ctx = {o->org, o->store_id, req->name, o->version};
-  o->sealed_len = len + SG_SEAL_TAG_LEN;
-  o->sealed = sg_arena_alloc(sg_call_arena(o->call), o->sealed_len);
-  return sg_seal(o->dek, &ctx, (const uint8_t *)req->value, len, o->nonce, o->sealed);
+  sg_seal_context ctx = {st->op.org, st->store_id, req->name, st->version};
+  st->sealed_len = len + SG_SEAL_TAG_LEN;
+  st->sealed = sg_arena_alloc(sg_call_arena(st->op.call), st->sealed_len);
+  return sg_seal(st->dek, &ctx, (const uint8_t *)req->value, len, st->nonce, st->sealed);
 }
 
 static void reserved(void *arg, PGresult *res) {
-  op *o = arg;
+  set_state *st = arg;
+  op *o = &st->op;
   const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
   int ok = sg_db_check(o->call, res, store_not_found(o, req->store_id), NULL);
   if (ok && PQntuples(res) == 0) {
@@ -131,59 +118,58 @@ static void reserved(void *arg, PGresult *res) {
     ok = 0;
   }
   if (ok) {
-    o->store_id = sg_col(o->call, res, 0, 0);
-    o->version = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
-    if (seal_value(o) != 0) {
+    st->store_id = sg_col(o->call, res, 0, 0);
+    st->version = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+    if (seal_value(st) != 0) {
       sg_call_finish(o->call, SG_STATUS_INTERNAL, "encryption failed");
       ok = 0;
     }
   }
-  OPENSSL_cleanse(o->dek, sizeof(o->dek));
+  OPENSSL_cleanse(st->dek, sizeof(st->dek));
   if (!ok)
     return;
   o->values[0] = o->org;
-  o->values[1] = o->store_id;
+  o->values[1] = st->store_id;
   o->values[2] = req->name;
-  o->values[3] = o->hosts;
-  o->values[4] = sg_arena_printf(sg_call_arena(o->call), "%llu", (unsigned long long)o->version);
-  o->values[5] = (const char *)o->nonce;
+  o->values[3] = st->hosts;
+  o->values[4] = sg_arena_printf(sg_call_arena(o->call), "%llu", (unsigned long long)st->version);
+  o->values[5] = (const char *)st->nonce;
   o->lengths[5] = SG_SEAL_NONCE_LEN;
   o->formats[5] = 1;
-  o->values[6] = (const char *)o->sealed;
-  o->lengths[6] = (int)o->sealed_len;
+  o->values[6] = (const char *)st->sealed;
+  o->lengths[6] = (int)st->sealed_len;
   o->formats[6] = 1;
-  sg_db_exec(sg_db_local(), Q_SECRET_WRITE, o->values, o->lengths, o->formats, written, o);
+  sg_db_exec(sg_db_local(), Q_SECRET_WRITE, o->values, o->lengths, o->formats, written, st);
 }
 
 static void got_key(sg_call *call, void *arg, const uint8_t dek[SG_KEY_LEN]) {
   (void)call;
-  op *o = arg;
-  const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
-  memcpy(o->dek, dek, SG_KEY_LEN);
-  o->values[0] = req->store_id;
-  o->values[1] = o->org;
-  o->values[2] = req->name;
-  sg_db_exec(sg_db_local(), Q_SECRET_RESERVE, o->values, NULL, NULL, reserved, o);
+  set_state *st = arg;
+  const Sealgate__V1__SetSecretRequest *req = (const void *)st->op.req;
+  memcpy(st->dek, dek, SG_KEY_LEN);
+  sg_op_exec_on_store(&st->op, req->store_id, req->name, Q_SECRET_RESERVE, reserved);
 }
 
 static void set_authed(sg_call *call, void *arg, const char *org) {
-  op *o = arg;
+  set_state *st = arg;
+  op *o = &st->op;
   const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
-  if (sg_validate_id("store_id", req->store_id, o->err, ERR_LEN) != 0 ||
-      sg_validate_secret_name("name", req->name, o->err, ERR_LEN) != 0 ||
-      sg_validate_value("value", strlen(req->value), o->err, ERR_LEN) != 0 ||
+  o->org = org;
+  if (sg_validate_id("store_id", req->store_id, o->err, sizeof(o->err)) != 0 ||
+      sg_validate_secret_name("name", req->name, o->err, sizeof(o->err)) != 0 ||
+      sg_validate_value("value", strlen(req->value), o->err, sizeof(o->err)) != 0 ||
       sg_validate_hosts("allowed_hosts", req->allowed_hosts, req->n_allowed_hosts,
-                        sg_call_arena(call), &o->host_list, &o->n_hosts, o->err, ERR_LEN) != 0) {
-    invalid(o);
+                        sg_call_arena(call), &st->host_list, &st->n_hosts, o->err,
+                        sizeof(o->err)) != 0) {
+    sg_op_invalid(o);
     return;
   }
-  o->org = org;
-  o->hosts = sg_pg_array(sg_call_arena(call), o->host_list, o->n_hosts);
-  sg_keyring_get(call, org, got_key, o);
+  st->hosts = sg_pg_array(sg_call_arena(call), st->host_list, st->n_hosts);
+  sg_keyring_get(call, org, got_key, st);
 }
 
 static void set_secret(sg_call *call, const ProtobufCMessage *req) {
-  sg_auth(call, set_authed, op_new(call, req));
+  sg_auth(call, set_authed, sg_op_new(call, req, sizeof(set_state)));
 }
 
 /* --- ListSecrets --------------------------------------------------------------------------- */
@@ -215,18 +201,13 @@ static void listed(void *arg, PGresult *res) {
 static void list_authed(sg_call *call, void *arg, const char *org) {
   (void)call;
   op *o = arg;
-  const Sealgate__V1__ListSecretsRequest *req = (const void *)o->req;
-  if (sg_validate_id("store_id", req->store_id, o->err, ERR_LEN) != 0) {
-    invalid(o);
-    return;
-  }
-  o->values[0] = req->store_id;
-  o->values[1] = org;
-  sg_db_exec(sg_db_local(), Q_SECRET_LIST, o->values, NULL, NULL, listed, o);
+  o->org = org;
+  sg_op_exec_on_store(o, ((const Sealgate__V1__ListSecretsRequest *)o->req)->store_id, NULL,
+                      Q_SECRET_LIST, listed);
 }
 
 static void list_secrets(sg_call *call, const ProtobufCMessage *req) {
-  sg_auth(call, list_authed, op_new(call, req));
+  sg_auth(call, list_authed, sg_op_new(call, req, sizeof(op)));
 }
 
 /* --- DeleteSecret -------------------------------------------------------------------------- */
@@ -234,36 +215,22 @@ static void list_secrets(sg_call *call, const ProtobufCMessage *req) {
 static void deleted(void *arg, PGresult *res) {
   op *o = arg;
   const Sealgate__V1__DeleteSecretRequest *req = (const void *)o->req;
-  char *missing =
-      sg_arena_printf(sg_call_arena(o->call), "secret %.128s not found in secret store %.64s",
-                      req->name, req->store_id);
-  if (!sg_db_check(o->call, res, missing, NULL))
-    return;
-  if (PQntuples(res) == 0) {
-    sg_call_finish(o->call, SG_STATUS_NOT_FOUND, "%s", missing);
-    return;
-  }
-  Google__Protobuf__Empty empty = GOOGLE__PROTOBUF__EMPTY__INIT;
-  sg_call_reply(o->call, &empty.base);
+  sg_op_reply_empty(o, res,
+                    sg_arena_printf(sg_call_arena(o->call),
+                                    "secret %.128s not found in secret store %.64s", req->name,
+                                    req->store_id));
 }
 
 static void delete_authed(sg_call *call, void *arg, const char *org) {
   (void)call;
   op *o = arg;
   const Sealgate__V1__DeleteSecretRequest *req = (const void *)o->req;
-  if (sg_validate_id("store_id", req->store_id, o->err, ERR_LEN) != 0 ||
-      sg_validate_secret_name("name", req->name, o->err, ERR_LEN) != 0) {
-    invalid(o);
-    return;
-  }
-  o->values[0] = req->store_id;
-  o->values[1] = org;
-  o->values[2] = req->name;
-  sg_db_exec(sg_db_local(), Q_SECRET_DELETE, o->values, NULL, NULL, deleted, o);
+  o->org = org;
+  sg_op_exec_on_store(o, req->store_id, req->name, Q_SECRET_DELETE, deleted);
 }
 
 static void delete_secret(sg_call *call, const ProtobufCMessage *req) {
-  sg_auth(call, delete_authed, op_new(call, req));
+  sg_auth(call, delete_authed, sg_op_new(call, req, sizeof(op)));
 }
 
 static const sg_method_impl methods[] = {

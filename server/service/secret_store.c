@@ -16,24 +16,7 @@
 #include "service/queries.h"
 #include "service/validate.h"
 
-#define ERR_LEN 256
-
-/* The state of one RPC between its database round trips; lives in the call's arena. */
-typedef struct {
-  sg_call *call;
-  const ProtobufCMessage *req;
-  const char *org;
-  const char *values[6];
-  char err[ERR_LEN];
-  int32_t page_size;
-} op;
-
-static op *op_new(sg_call *call, const ProtobufCMessage *req) {
-  op *o = sg_arena_zalloc(sg_call_arena(call), sizeof(*o));
-  o->call = call;
-  o->req = req;
-  return o;
-}
+typedef sg_op op;
 
 static char *not_found(op *o, const char *id) {
   return sg_arena_printf(sg_call_arena(o->call), "secret store %.64s not found", id);
@@ -70,10 +53,6 @@ static void reply_store(op *o, PGresult *res, const char *id, const char *taken)
     sg_call_reply(o->call, &s.base);
 }
 
-static void invalid(op *o) {
-  sg_call_finish(o->call, SG_STATUS_INVALID_ARGUMENT, "%s", o->err);
-}
-
 /* --- CreateSecretStore --------------------------------------------------------------------- */
 
 static void created(void *arg, PGresult *res) {
@@ -84,13 +63,14 @@ static void created(void *arg, PGresult *res) {
 
 static void create_authed(sg_call *call, void *arg, const char *org) {
   op *o = arg;
+  o->org = org;
   const Sealgate__V1__CreateSecretStoreRequest *req = (const void *)o->req;
   char **hosts;
   size_t n;
-  if (sg_validate_store_name("name", req->name, o->err, ERR_LEN) != 0 ||
+  if (sg_validate_store_name("name", req->name, o->err, sizeof(o->err)) != 0 ||
       sg_validate_hosts("egress_allowlist", req->egress_allowlist, req->n_egress_allowlist,
-                        sg_call_arena(call), &hosts, &n, o->err, ERR_LEN) != 0) {
-    invalid(o);
+                        sg_call_arena(call), &hosts, &n, o->err, sizeof(o->err)) != 0) {
+    sg_op_invalid(o);
     return;
   }
   o->values[0] = org;
@@ -100,7 +80,7 @@ static void create_authed(sg_call *call, void *arg, const char *org) {
 }
 
 static void create_store(sg_call *call, const ProtobufCMessage *req) {
-  sg_auth(call, create_authed, op_new(call, req));
+  sg_auth(call, create_authed, sg_op_new(call, req, sizeof(op)));
 }
 
 /* --- GetSecretStore ------------------------------------------------------------------------ */
@@ -113,18 +93,13 @@ static void got(void *arg, PGresult *res) {
 static void get_authed(sg_call *call, void *arg, const char *org) {
   (void)call;
   op *o = arg;
-  const Sealgate__V1__GetSecretStoreRequest *req = (const void *)o->req;
-  if (sg_validate_id("store_id", req->store_id, o->err, ERR_LEN) != 0) {
-    invalid(o);
-    return;
-  }
-  o->values[0] = req->store_id;
-  o->values[1] = org;
-  sg_db_exec(sg_db_local(), Q_STORE_GET, o->values, NULL, NULL, got, o);
+  o->org = org;
+  sg_op_exec_on_store(o, ((const Sealgate__V1__GetSecretStoreRequest *)o->req)->store_id, NULL,
+                      Q_STORE_GET, got);
 }
 
 static void get_store(sg_call *call, const ProtobufCMessage *req) {
-  sg_auth(call, get_authed, op_new(call, req));
+  sg_auth(call, get_authed, sg_op_new(call, req, sizeof(op)));
 }
 
 /* --- ListSecretStores ---------------------------------------------------------------------- */
@@ -190,7 +165,7 @@ static int parse_token(op *o, const char *token) {
     goto bad;
   return 0;
 bad:
-  snprintf(o->err, ERR_LEN, "page_token: not a token this API returned");
+  snprintf(o->err, sizeof(o->err), "page_token: not a token this API returned");
   return -1;
 }
 
@@ -205,7 +180,10 @@ static void listed(void *arg, PGresult *res) {
   }
   if (!sg_db_check(o->call, res, NULL, NULL))
     return;
-  int rows = PQntuples(res), shown = rows > o->page_size ? o->page_size : rows;
+  const Sealgate__V1__ListSecretStoresRequest *req = (const void *)o->req;
+  int32_t page_size;
+  sg_validate_page_size("page_size", req->page_size, &page_size, o->err, sizeof(o->err));
+  int rows = PQntuples(res), shown = rows > page_size ? page_size : rows;
   Sealgate__V1__ListSecretStoresResponse out = SEALGATE__V1__LIST_SECRET_STORES_RESPONSE__INIT;
   sg_arena *a = sg_call_arena(o->call);
   out.secret_stores = sg_arena_alloc(a, (size_t)shown * sizeof(*out.secret_stores));
@@ -225,18 +203,19 @@ static void listed(void *arg, PGresult *res) {
 static void list_authed(sg_call *call, void *arg, const char *org) {
   op *o = arg;
   const Sealgate__V1__ListSecretStoresRequest *req = (const void *)o->req;
-  if (sg_validate_page_size("page_size", req->page_size, &o->page_size, o->err, ERR_LEN) != 0 ||
+  int32_t page_size;
+  if (sg_validate_page_size("page_size", req->page_size, &page_size, o->err, sizeof(o->err)) != 0 ||
       parse_token(o, req->page_token) != 0) {
-    invalid(o);
+    sg_op_invalid(o);
     return;
   }
   o->values[0] = org;
-  o->values[3] = sg_arena_printf(sg_call_arena(call), "%d", o->page_size + 1);
+  o->values[3] = sg_arena_printf(sg_call_arena(call), "%d", page_size + 1);
   sg_db_exec(sg_db_local(), Q_STORE_LIST, o->values, NULL, NULL, listed, o);
 }
 
 static void list_stores(sg_call *call, const ProtobufCMessage *req) {
-  sg_auth(call, list_authed, op_new(call, req));
+  sg_auth(call, list_authed, sg_op_new(call, req, sizeof(op)));
 }
 
 /* --- UpdateSecretStore --------------------------------------------------------------------- */
@@ -252,7 +231,7 @@ static int read_mask(op *o, int *set_name, int *set_list) {
   const Sealgate__V1__UpdateSecretStoreRequest *req = (const void *)o->req;
   *set_name = *set_list = 0;
   if (req->update_mask == NULL || req->update_mask->n_paths == 0) {
-    snprintf(o->err, ERR_LEN,
+    snprintf(o->err, sizeof(o->err),
              "update_mask: name the fields to change (\"name\", \"egress_allowlist\")");
     return -1;
   }
@@ -263,7 +242,7 @@ static int read_mask(op *o, int *set_name, int *set_list) {
     } else if (strcmp(p, "egress_allowlist") == 0) {
       *set_list = 1;
     } else {
-      snprintf(o->err, ERR_LEN,
+      snprintf(o->err, sizeof(o->err),
                "update_mask: unknown path \"%.64s\" (known: \"name\", \"egress_allowlist\")", p);
       return -1;
     }
@@ -273,17 +252,18 @@ static int read_mask(op *o, int *set_name, int *set_list) {
 
 static void update_authed(sg_call *call, void *arg, const char *org) {
   op *o = arg;
+  o->org = org;
   const Sealgate__V1__UpdateSecretStoreRequest *req = (const void *)o->req;
   int set_name, set_list;
   char **hosts = NULL;
   size_t n = 0;
-  if (sg_validate_id("store_id", req->store_id, o->err, ERR_LEN) != 0 ||
+  if (sg_validate_id("store_id", req->store_id, o->err, sizeof(o->err)) != 0 ||
       read_mask(o, &set_name, &set_list) != 0 ||
-      (set_name && sg_validate_store_name("name", req->name, o->err, ERR_LEN) != 0) ||
+      (set_name && sg_validate_store_name("name", req->name, o->err, sizeof(o->err)) != 0) ||
       (set_list &&
        sg_validate_hosts("egress_allowlist", req->egress_allowlist, req->n_egress_allowlist,
-                         sg_call_arena(call), &hosts, &n, o->err, ERR_LEN) != 0)) {
-    invalid(o);
+                         sg_call_arena(call), &hosts, &n, o->err, sizeof(o->err)) != 0)) {
+    sg_op_invalid(o);
     return;
   }
   o->values[0] = req->store_id;
@@ -296,7 +276,7 @@ static void update_authed(sg_call *call, void *arg, const char *org) {
 }
 
 static void update_store(sg_call *call, const ProtobufCMessage *req) {
-  sg_auth(call, update_authed, op_new(call, req));
+  sg_auth(call, update_authed, sg_op_new(call, req, sizeof(op)));
 }
 
 /* --- DeleteSecretStore --------------------------------------------------------------------- */
@@ -304,31 +284,19 @@ static void update_store(sg_call *call, const ProtobufCMessage *req) {
 static void deleted(void *arg, PGresult *res) {
   op *o = arg;
   const char *id = ((const Sealgate__V1__DeleteSecretStoreRequest *)o->req)->store_id;
-  if (!sg_db_check(o->call, res, not_found(o, id), NULL))
-    return;
-  if (PQntuples(res) == 0) {
-    sg_call_finish(o->call, SG_STATUS_NOT_FOUND, "%s", not_found(o, id));
-    return;
-  }
-  Google__Protobuf__Empty empty = GOOGLE__PROTOBUF__EMPTY__INIT;
-  sg_call_reply(o->call, &empty.base);
+  sg_op_reply_empty(o, res, not_found(o, id));
 }
 
 static void delete_authed(sg_call *call, void *arg, const char *org) {
   (void)call;
   op *o = arg;
-  const Sealgate__V1__DeleteSecretStoreRequest *req = (const void *)o->req;
-  if (sg_validate_id("store_id", req->store_id, o->err, ERR_LEN) != 0) {
-    invalid(o);
-    return;
-  }
-  o->values[0] = req->store_id;
-  o->values[1] = org;
-  sg_db_exec(sg_db_local(), Q_STORE_DELETE, o->values, NULL, NULL, deleted, o);
+  o->org = org;
+  sg_op_exec_on_store(o, ((const Sealgate__V1__DeleteSecretStoreRequest *)o->req)->store_id, NULL,
+                      Q_STORE_DELETE, deleted);
 }
 
 static void delete_store(sg_call *call, const ProtobufCMessage *req) {
-  sg_auth(call, delete_authed, op_new(call, req));
+  sg_auth(call, delete_authed, sg_op_new(call, req, sizeof(op)));
 }
 
 static const sg_method_impl methods[] = {

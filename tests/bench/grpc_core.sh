@@ -20,6 +20,8 @@ set -euo pipefail
 START_SECONDS=$SECONDS
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
+# shellcheck source=tests/bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 SEALGATE_BIN=${SEALGATE_BIN:-$REPO_ROOT/build/server/sealgate}
 REQUESTS=${BENCH_REQUESTS:-200000}
@@ -44,8 +46,6 @@ BUILD_TIMEOUT=900
 IDLE_TIMEOUT=180       # idle_conns.py must have all connections up within this
 SETTLE_MAX=15          # RSS must stop moving within this (else: last reading)
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
 
 for tool in h2load nghttpd protoc g++ pkg-config timeout "$PY"; do
     command -v "$tool" >/dev/null || die "missing tool: $tool"
@@ -55,40 +55,24 @@ done
 [[ $IDLE_CONNS =~ ^[0-9]+$ ]] || die "BENCH_IDLE_CONNS must be an integer"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sealgate-bench.XXXXXX")
-
-# pid -> name of every process this script started and has not reaped yet;
-# START_ORDER lets cleanup stop clients before the servers they talk to.
-declare -A LIVE=()
-START_ORDER=()
-
-stop_pid() {  # stop_pid PID: SIGTERM, bounded wait, then SIGKILL; reap.
-    local pid=$1 i
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "${LIVE[$pid]:-pid $pid} did not exit within ${STOP_TIMEOUT}s of SIGTERM; killing"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-    unset "LIVE[$pid]"
-}
+# sealgate needs its database even for Health/Check: a private cluster, in a directory of
+# its own (as root, deploy/pg-local.sh hands it to the postgres user, which could not reach it
+# inside the mode-0700 $WORK).
+PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/sealgate-bench-pg.XXXXXX")
+PG_LOCAL=$REPO_ROOT/deploy/pg-local.sh
+PG_STARTED=0
 
 cleanup() {
-    local rc=$? pid i
+    local rc=$?
     trap - EXIT INT TERM
-    for ((i = ${#START_ORDER[@]} - 1; i >= 0; i--)); do
-        pid=${START_ORDER[$i]}
-        [[ -n ${LIVE[$pid]:-} ]] && stop_pid "$pid"
-    done
+    stop_started
+    if ((PG_STARTED)); then
+        timeout 60 "$PG_LOCAL" stop "$PG_DIR" >/dev/null 2>&1 || log "stopping PostgreSQL failed"
+    fi
     if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then
-        log "kept temporary files in $WORK"
+        log "kept temporary files in $WORK and $PG_DIR"
     else
-        rm -rf "$WORK"
+        rm -rf "$WORK" "$PG_DIR"
     fi
     exit "$rc"
 }
@@ -106,63 +90,13 @@ if (($(ulimit -n) < want_fds)); then
 fi
 (($(ulimit -n) >= IDLE_CONNS + 64)) || die "fd limit $(ulimit -n) too low for $IDLE_CONNS connections"
 
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-is_listening() {  # is_listening PORT: a LISTEN socket on that port (no connection made)
-    local hex
-    hex=$(printf '%04X' "$1")
-    # IPv4 sockets in /proc/net/tcp; grpc binds 127.0.0.1 as a v4-mapped
-    # IPv6 socket, which shows up in /proc/net/tcp6.
-    grep -qE ":$hex 0+:0000 0A " /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
-
-wait_listening() {  # wait_listening PID PORT NAME LOGFILE
-    local pid=$1 port=$2 name=$3 logfile=$4 i
-    for ((i = 0; i < START_TIMEOUT * 10; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 20 "$logfile" >&2 || true
-            die "$name exited during startup (log: $logfile)"
-        fi
-        is_listening "$port" && return 0
-        sleep 0.1
-    done
-    tail -n 20 "$logfile" >&2 || true
-    die "$name not listening on 127.0.0.1:$port within ${START_TIMEOUT}s"
-}
-
-# start_bg NAME LOGFILE CMD...: start CMD in the background (stdout and
-# stderr to LOGFILE), sets BG_PID.
-start_bg() {
-    local name=$1 logfile=$2
-    shift 2
-    "$@" >"$logfile" 2>&1 &
-    BG_PID=$!
-    LIVE[$BG_PID]=$name
-    START_ORDER+=("$BG_PID")
-}
-
-# run_bounded SECONDS CMD...: run CMD under `timeout`, in the background so
-# that a SIGINT/SIGTERM to this script interrupts the `wait` at once (a trap
-# is deferred while bash waits for a foreground child) and cleanup stops it.
-run_bounded() {
-    local secs=$1 pid rc=0
-    shift
-    timeout "$secs" "$@" &
-    pid=$!
-    LIVE[$pid]="$1"
-    START_ORDER+=("$pid")
-    wait "$pid" || rc=$?
-    unset "LIVE[$pid]"
-    return "$rc"
-}
 
 start_sealgate() {  # start_sealgate NAME PORT [extra flags...]; sets BG_PID
     local name=$1 port=$2
     shift 2
     start_bg "$name" "$WORK/$name.log" \
-        "$SEALGATE_BIN" serve --grpc-listen "127.0.0.1:$port" "$@"
+        "$SEALGATE_BIN" serve --grpc-listen "127.0.0.1:$port" --db "$DB" \
+        --root-key-file "$WORK/root.key" "$@"
     wait_listening "$BG_PID" "$port" "$name" "$WORK/$name.log"
 }
 
@@ -229,6 +163,11 @@ cp "$SEALGATE_BIN" "$WORK/sealgate"
 SEALGATE_SRC_BIN=$SEALGATE_BIN
 SEALGATE_BIN=$WORK/sealgate
 "$SEALGATE_BIN" version >/dev/null 2>&1 || die "copy of $SEALGATE_SRC_BIN does not run (being rebuilt? retry)"
+
+PG_STARTED=1
+DB=$(timeout 120 "$PG_LOCAL" start "$PG_DIR") || die "could not start PostgreSQL"
+"$SEALGATE_BIN" migrate --db "$DB" >/dev/null || die "sealgate migrate failed"
+(umask 077 && openssl rand -hex 32 >"$WORK/root.key")
 
 log "work dir $WORK; $NCPU cores; $(h2load --version | head -n1); $("$SEALGATE_BIN" version 2>&1 | head -n1) from $SEALGATE_SRC_BIN"
 log "fd limit $(ulimit -n); h2load ${H2LOAD_ARGS[*]} -n $REQUESTS (warm-up $WARMUP)"

@@ -22,6 +22,8 @@ set -euo pipefail
 START_SECONDS=$SECONDS
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
+# shellcheck source=tests/bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 SEALGATE_BIN=${SEALGATE_BIN:-$REPO_ROOT/build/server/sealgate}
 CONC=${BENCH_CONCURRENCY:-16}
@@ -46,8 +48,6 @@ PG_TIMEOUT=180       # deploy/pg-local.sh start/stop, pgbench -i
 RUN_SLACK=60         # an h2load/pgbench run may take this much longer than its duration
 SETTLE_MAX=5         # the sealgate log must stop growing within this after a run
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
 
 for tool in h2load protoc openssl timeout "$PY" /usr/bin/grpc_python_plugin; do
     command -v "$tool" >/dev/null || die "missing tool: $tool (deploy/install-deps.sh bench)"
@@ -70,35 +70,11 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/sealgate-bench-stores.XXXXXX")
 PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/sealgate-bench-pg.XXXXXX")
 PG_STARTED=0
 
-# pid -> name of every process this script started and has not reaped yet; START_ORDER lets
-# cleanup stop clients before the servers they talk to.
-declare -A LIVE=()
-START_ORDER=()
-
-stop_pid() {  # stop_pid PID: SIGTERM, bounded wait, then SIGKILL; reap.
-    local pid=$1 i
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "${LIVE[$pid]:-pid $pid} did not exit within ${STOP_TIMEOUT}s of SIGTERM; killing"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-    unset "LIVE[$pid]"
-}
 
 cleanup() {
-    local rc=$? pid i
+    local rc=$?
     trap - EXIT INT TERM
-    for ((i = ${#START_ORDER[@]} - 1; i >= 0; i--)); do
-        pid=${START_ORDER[$i]}
-        [[ -n ${LIVE[$pid]:-} ]] && stop_pid "$pid"
-    done
+    stop_started
     # The postmaster is a daemon (pg_ctl start), not our child: stop it by its data dir.
     if ((PG_STARTED)); then
         timeout "$PG_TIMEOUT" "$PG_LOCAL" stop "$PG_DIR" >/dev/null 2>&1 ||
@@ -117,54 +93,6 @@ trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- helpers
 
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-is_listening() {  # is_listening PORT: a LISTEN socket on that port (no connection made)
-    local hex
-    hex=$(printf '%04X' "$1")
-    grep -qE ":$hex 0+:0000 0A " /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
-
-wait_listening() {  # wait_listening PID PORT NAME LOGFILE
-    local pid=$1 port=$2 name=$3 logfile=$4 i
-    for ((i = 0; i < START_TIMEOUT * 10; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 20 "$logfile" >&2 || true
-            die "$name exited during startup (log: $logfile)"
-        fi
-        is_listening "$port" && return 0
-        sleep 0.1
-    done
-    tail -n 20 "$logfile" >&2 || true
-    die "$name not listening on 127.0.0.1:$port within ${START_TIMEOUT}s"
-}
-
-# start_bg NAME LOGFILE CMD...: start CMD in the background (stdout and stderr to LOGFILE),
-# sets BG_PID.
-start_bg() {
-    local name=$1 logfile=$2
-    shift 2
-    "$@" >"$logfile" 2>&1 &
-    BG_PID=$!
-    LIVE[$BG_PID]=$name
-    START_ORDER+=("$BG_PID")
-}
-
-# run_bounded SECONDS CMD...: run CMD under `timeout`, in the background so that a
-# SIGINT/SIGTERM to this script interrupts the `wait` at once and cleanup stops it.
-run_bounded() {
-    local secs=$1 pid rc=0
-    shift
-    timeout "$secs" "$@" &
-    pid=$!
-    LIVE[$pid]="$1"
-    START_ORDER+=("$pid")
-    wait "$pid" || rc=$?
-    unset "LIVE[$pid]"
-    return "$rc"
-}
 
 psql_db() {  # psql_db DB SQL...: one psql per call, stops on the first error; prints tuples
     local db=$1 sql args=()
