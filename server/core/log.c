@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define SG_LOG_BUF       (64 * 1024)
@@ -28,6 +29,7 @@ static struct {
   size_t bytes;
   uint64_t dropped_lines;
   int running, stop;
+  int sleeping; /* the writer waits on |wake|: only then is a signal worth a system call */
   pthread_t thread;
 } writer = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
 
@@ -124,17 +126,53 @@ static int enqueue(const char *p, size_t n) {
     writer.head = c;
   writer.tail = c;
   writer.bytes += n;
-  pthread_cond_signal(&writer.wake);
+  if (writer.sleeping)
+    pthread_cond_signal(&writer.wake);
   pthread_mutex_unlock(&writer.lock);
   return 1;
+}
+
+/* Writes a list of chunks with as few system calls as writev allows, then frees them. */
+static void write_chunks(log_chunk *c) {
+  while (c != NULL) {
+    struct iovec iov[64];
+    log_chunk *batch = c;
+    int n = 0;
+    for (; c != NULL && n < 64; c = c->next)
+      iov[n++] = (struct iovec){c->data, c->len};
+    pthread_mutex_lock(&g_write_lock);
+    int i = 0;
+    while (i < n) {
+      ssize_t w = writev(g_fd, iov + i, n - i);
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w < 0)
+        break; /* a log sink that fails must not take the server down */
+      while (i < n && (size_t)w >= iov[i].iov_len)
+        w -= (ssize_t)iov[i++].iov_len;
+      if (i < n) {
+        iov[i].iov_base = (char *)iov[i].iov_base + w;
+        iov[i].iov_len -= (size_t)w;
+      }
+    }
+    pthread_mutex_unlock(&g_write_lock);
+    while (batch != c) {
+      log_chunk *next = batch->next;
+      free(batch);
+      batch = next;
+    }
+  }
 }
 
 static void *writer_main(void *arg) {
   (void)arg;
   pthread_mutex_lock(&writer.lock);
   for (;;) {
-    while (writer.head == NULL && !writer.stop)
+    while (writer.head == NULL && !writer.stop) {
+      writer.sleeping = 1;
       pthread_cond_wait(&writer.wake, &writer.lock);
+      writer.sleeping = 0;
+    }
     if (writer.head == NULL)
       break;
     log_chunk *c = writer.head;
@@ -150,12 +188,7 @@ static void *writer_main(void *arg) {
                        (unsigned long long)dropped);
       write_all(note, (size_t)n);
     }
-    while (c != NULL) {
-      log_chunk *next = c->next;
-      write_all(c->data, c->len);
-      free(c);
-      c = next;
-    }
+    write_chunks(c);
     pthread_mutex_lock(&writer.lock);
   }
   pthread_mutex_unlock(&writer.lock);

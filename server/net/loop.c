@@ -35,7 +35,7 @@ struct sg_loop {
 
 /* Log lines wait in the loop thread's buffer until this much has gathered, or this long has
  * passed since the first of them: few writes under load, little delay when quiet. */
-#define SG_LOG_FLUSH_BYTES 16384
+#define SG_LOG_FLUSH_BYTES 49152 /* of the thread's 64 KiB buffer */
 #define SG_LOG_FLUSH_US    20000
 
 #define SG_MAX_LOOPS 1024 /* --threads allows 256 workers; tests create loops of their own */
