@@ -13,8 +13,11 @@ build=(build-essential pkg-config meson ninja-build
 # deploy/pg-local.sh; no system cluster is created (see below).
 run=("${build[@]}" postgresql-15 openssl)
 test=("${run[@]}" libcriterion-dev python3 python3-grpcio python3-protobuf python3-cryptography
-      curl procps)
-bench=("${test[@]}" nghttp2-client nghttp2-server libgrpc++-dev protobuf-compiler-grpc g++)
+      protobuf-compiler-grpc curl procps)
+# Node and npm for the Node interop client (tests/interop/node), unless a node with its own npm
+# is there already (NodeSource's nodejs bundles npm and conflicts with Debian's npm package).
+command -v npm >/dev/null || test+=(nodejs npm)
+bench=("${test[@]}" nghttp2-client nghttp2-server libgrpc++-dev g++)
 
 case "${1:-build}" in
   build) want=("${build[@]}") ;;

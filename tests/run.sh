@@ -12,6 +12,15 @@ quick=0
 
 deploy/install-deps.sh test
 
+# The Node interop client's npm packages, exactly as tests/interop/node/package-lock.json pins
+# them: installed when missing or when the lock file changed since the last install.
+node_client=tests/interop/node
+if ! cmp -s "$node_client/package-lock.json" "$node_client/node_modules/.installed-lock.json"
+then
+  (cd "$node_client" && npm ci --no-audit --no-fund --ignore-scripts &&
+    cp package-lock.json node_modules/.installed-lock.json)
+fi
+
 run_suite() { # build dir, extra meson options...
   local dir=$1
   shift

@@ -1,9 +1,11 @@
-/* The sealgate C client library. This release carries the API's message types (the
- * protobuf-c code generated from proto/, under sealgate/v1/) and the gRPC status codes; the
- * channel and the typed stubs come with the client issue. */
+/* The sealgate C client library: a channel to a sealgate server (sealgate/channel.h), typed
+ * functions for every method of the API (sealgate/v1/<file>.sg.h, generated from proto/), the
+ * API's protobuf-c message types (sealgate/v1/<file>.pb-c.h) and the gRPC status codes
+ * (sealgate/status.h). Link with `pkg-config --cflags --libs sealgate`. */
 #ifndef SEALGATE_SEALGATE_H
 #define SEALGATE_SEALGATE_H
 
+#include "sealgate/channel.h"
 #include "sealgate/status.h"
 
 #ifdef __cplusplus
