@@ -1,19 +1,21 @@
-/* The client channel (include/sealgate/channel.h): one HTTP/2 connection, driven by an I/O
- * thread with poll(2), carrying the calls of any number of user threads.
+/* The client channel (include/sealgate/channel.h): one HTTP/2 connection,
+ * driven by an I/O thread with poll(2), carrying the calls of any number of
+ * user threads.
  *
- * Ownership. A call belongs to the user thread that makes it; the I/O thread only touches it
- * between the moment it is queued and the moment it is marked done, and always under the
- * channel's lock. A user thread therefore waits for `done` before it frees a call, also when
- * it gave up early (deadline, sg_stream_free): it asks the I/O thread to cancel, and the I/O
- * thread marks the call done right away. */
+ * Ownership. A call belongs to the user thread that makes it; the I/O thread
+ * only touches it between the moment it is queued and the moment it is marked
+ * done, and always under the channel's lock. A user thread therefore waits for
+ * `done` before it frees a call, also when it gave up early (deadline,
+ * sg_stream_free): it asks the I/O thread to cancel, and the I/O thread marks
+ * the call done right away. */
 #include "sealgate/channel.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <arpa/inet.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -42,11 +44,12 @@
 #define SG_VERSION "dev"
 #endif
 
-#define IO_BUF              65536
-#define MAX_RESPONSE_BYTES  (64u << 20) /* one response message at most */
-#define TRANSPARENT_RETRIES 3           /* a stream the server refused before it began */
-#define RETRY_BASE_MS       100
-#define RETRY_CAP_MS        5000
+#define IO_BUF 65536
+#define MAX_RESPONSE_BYTES (64u << 20) /* one response message at most */
+#define TRANSPARENT_RETRIES 3 /* a stream the server refused before it began   \
+                               */
+#define RETRY_BASE_MS 100
+#define RETRY_CAP_MS 5000
 
 static int64_t now_ns(void) {
   struct timespec ts;
@@ -63,9 +66,13 @@ typedef struct msg {
 
 typedef enum { CANCEL_NONE, CANCEL_DEADLINE, CANCEL_USER } cancel_reason;
 
+typedef struct conn conn;
+
 typedef struct call {
-  sg_list link; /* in the channel's submit queue, or its active list */
+  sg_list
+      link; /* in the channel's submit queue, or its connection's active list */
   sg_channel *ch;
+  conn *cn; /* the connection carrying its stream, once it has one */
   const char *path;
   uint8_t *req; /* message header + request */
   size_t req_len, req_off;
@@ -91,7 +98,33 @@ typedef struct call {
   pthread_cond_t cond;
 } call;
 
-typedef enum { CONN_DOWN, CONN_CONNECTING, CONN_HANDSHAKING, CONN_READY, CONN_DRAINING } conn_state;
+typedef enum {
+  CONN_DOWN,
+  CONN_CONNECTING,
+  CONN_HANDSHAKING,
+  CONN_READY,
+  CONN_DRAINING
+} conn_state;
+
+/* One HTTP/2 connection. The channel sends new calls on its current connection;
+ * one that the server sent GOAWAY moves to the draining list, where the calls
+ * it carries run to their end while new calls go out on a fresh connection. I/O
+ * thread only. */
+typedef struct conn {
+  sg_list link; /* in the channel's draining list */
+  sg_channel *ch;
+  conn_state state;
+  int fd;
+  SSL *ssl;
+  nghttp2_session *session;
+  sg_list active; /* calls with a stream on this connection */
+  int64_t connect_deadline;
+  uint8_t *pending; /* bytes the socket did not take yet */
+  size_t pending_len, pending_off;
+  int want_read_for_write; /* TLS: SSL_write needs a read first */
+  int want_write_for_read; /* TLS: SSL_read needs a write first */
+  short revents;           /* from the last poll */
+} conn;
 
 struct sg_channel {
   char host[256], port[16], authority[280], server_name[256];
@@ -107,27 +140,20 @@ struct sg_channel {
   int stopping;
 
   /* I/O thread only (under the lock while it runs callbacks). */
-  conn_state state;
-  int fd;
-  SSL *ssl;
-  nghttp2_session *session;
-  sg_list active;
-  int64_t connect_deadline;
-  char last_error[200];
-  uint8_t *pending; /* bytes the socket did not take yet */
-  size_t pending_len, pending_off;
-  int want_read_for_write; /* TLS: SSL_write needs a read first */
-  int want_write_for_read; /* TLS: SSL_read needs a write first */
+  conn *cur;
+  sg_list draining;
 };
 
-/* --- Completing calls ---------------------------------------------------------------------- */
+/* --- Completing calls
+ * ---------------------------------------------------------------------- */
 
 static void set_status(sg_status *st, int code, const char *msg_text) {
   st->code = code;
   snprintf(st->message, sizeof(st->message), "%s", msg_text ? msg_text : "");
 }
 
-/* Marks |c| done with |code|, takes it off whatever list holds it, wakes its thread. */
+/* Marks |c| done with |code|, takes it off whatever list holds it, wakes its
+ * thread. */
 static void finish(call *c, int code, const char *text) {
   if (c->done)
     return;
@@ -137,8 +163,9 @@ static void finish(call *c, int code, const char *text) {
   pthread_cond_broadcast(&c->cond);
 }
 
-/* The status a finished stream earned, from its trailers, its HTTP status or how it ended
- * (PROTOCOL-HTTP2.md, and http-grpc-status-mapping.md for a missing grpc-status). */
+/* The status a finished stream earned, from its trailers, its HTTP status or
+ * how it ended (PROTOCOL-HTTP2.md, and http-grpc-status-mapping.md for a
+ * missing grpc-status). */
 static void finish_from_stream(call *c, uint32_t error_code) {
   if (c->cancel == CANCEL_DEADLINE) {
     finish(c, SG_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
@@ -153,7 +180,8 @@ static void finish_from_stream(call *c, uint32_t error_code) {
   } else if (error_code == NGHTTP2_CANCEL) {
     finish(c, SG_STATUS_CANCELLED, "the server cancelled the call");
   } else if (error_code == NGHTTP2_ENHANCE_YOUR_CALM) {
-    finish(c, SG_STATUS_RESOURCE_EXHAUSTED, "the server said to enhance our calm");
+    finish(c, SG_STATUS_RESOURCE_EXHAUSTED,
+           "the server said to enhance our calm");
   } else if (c->http_status != 0 && c->http_status != 200) {
     char text[96];
     int code;
@@ -179,7 +207,8 @@ static void finish_from_stream(call *c, uint32_t error_code) {
     default:
       code = SG_STATUS_UNKNOWN;
     }
-    snprintf(text, sizeof(text), "HTTP status %d without a gRPC status", c->http_status);
+    snprintf(text, sizeof(text), "HTTP status %d without a gRPC status",
+             c->http_status);
     finish(c, code, text);
   } else {
     finish(c, SG_STATUS_INTERNAL, "the stream ended without a gRPC status");
@@ -196,7 +225,8 @@ static void free_msgs(call *c) {
   c->n_msgs = 0;
 }
 
-/* --- nghttp2 callbacks --------------------------------------------------------------------- */
+/* --- nghttp2 callbacks (user data: the conn)
+ * ----------------------------------------------- */
 
 static call *stream_call(nghttp2_session *s, int32_t id) {
   return nghttp2_session_get_stream_user_data(s, id);
@@ -206,8 +236,9 @@ static int name_is(const uint8_t *name, size_t len, const char *lit) {
   return strlen(lit) == len && memcmp(name, lit, len) == 0;
 }
 
-static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
-                     const uint8_t *value, size_t vlen, uint8_t flags, void *ud) {
+static int on_header(nghttp2_session *s, const nghttp2_frame *f,
+                     const uint8_t *name, size_t nlen, const uint8_t *value,
+                     size_t vlen, uint8_t flags, void *ud) {
   (void)flags;
   (void)ud;
   call *c = stream_call(s, f->hd.stream_id);
@@ -223,7 +254,8 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     text[vlen] = '\0';
     c->grpc_status = atoi(text);
   } else if (name_is(name, nlen, "grpc-message")) {
-    size_t n = vlen < sizeof(c->grpc_message) - 1 ? vlen : sizeof(c->grpc_message) - 1;
+    size_t n =
+        vlen < sizeof(c->grpc_message) - 1 ? vlen : sizeof(c->grpc_message) - 1;
     n = sg_pct_decode((const char *)value, n, c->grpc_message);
     c->grpc_message[n] = '\0';
   } else if (name_is(name, nlen, "grpc-encoding")) {
@@ -232,15 +264,19 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
   return 0;
 }
 
-static int keep_message(void *ud, int compressed, const uint8_t *data, size_t len) {
+static int keep_message(void *ud, int compressed, const uint8_t *data,
+                        size_t len) {
   call *c = ud;
   uint8_t *plain = NULL;
   if (compressed) {
     size_t plain_len;
-    if (c->encoding == SG_ENCODING_IDENTITY || c->encoding == SG_ENCODING_UNSUPPORTED ||
-        sg_decompress(c->encoding, data, len, MAX_RESPONSE_BYTES, &plain, &plain_len) != 0) {
+    if (c->encoding == SG_ENCODING_IDENTITY ||
+        c->encoding == SG_ENCODING_UNSUPPORTED ||
+        sg_decompress(c->encoding, data, len, MAX_RESPONSE_BYTES, &plain,
+                      &plain_len) != 0) {
       c->decode_error = 1;
-      snprintf(c->grpc_message, sizeof(c->grpc_message), "could not decompress the response");
+      snprintf(c->grpc_message, sizeof(c->grpc_message),
+               "could not decompress the response");
       return SG_FRAME_ERR_STOPPED;
     }
     data = plain;
@@ -261,8 +297,8 @@ static int keep_message(void *ud, int compressed, const uint8_t *data, size_t le
   return 0;
 }
 
-static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
-                   void *ud) {
+static int on_data(nghttp2_session *s, uint8_t flags, int32_t id,
+                   const uint8_t *data, size_t len, void *ud) {
   (void)flags;
   (void)ud;
   call *c = stream_call(s, id);
@@ -271,7 +307,8 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
   int rv = sg_frame_decoder_feed(&c->dec, data, len, keep_message, c);
   if (rv == SG_FRAME_ERR_TOO_LARGE || rv == SG_FRAME_ERR_BAD_FLAG) {
     c->decode_error = 1;
-    snprintf(c->grpc_message, sizeof(c->grpc_message), "malformed or oversized response message");
+    snprintf(c->grpc_message, sizeof(c->grpc_message),
+             "malformed or oversized response message");
   }
   if (c->decode_error)
     nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
@@ -280,30 +317,36 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
 
 static void requeue(sg_channel *ch, call *c);
 
-static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *ud) {
-  sg_channel *ch = ud;
+static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code,
+                           void *ud) {
+  conn *cn = ud;
   call *c = stream_call(s, id);
   if (c == NULL)
     return 0;
   nghttp2_session_set_stream_user_data(s, id, NULL);
-  /* Refused before the server began it (REFUSED_STREAM, or above a GOAWAY's last stream):
-   * nothing happened, so it may go again on a new connection. */
-  if (error_code == NGHTTP2_REFUSED_STREAM && c->grpc_status < 0 && c->http_status == 0 &&
-      c->cancel == CANCEL_NONE && c->refused < TRANSPARENT_RETRIES) {
+  /* Refused before the server began it (REFUSED_STREAM, or above a GOAWAY's
+   * last stream): nothing happened, so it may go again, on a new connection if
+   * this one is going away. */
+  if (error_code == NGHTTP2_REFUSED_STREAM && c->grpc_status < 0 &&
+      c->http_status == 0 && c->cancel == CANCEL_NONE &&
+      c->refused < TRANSPARENT_RETRIES) {
     c->refused++;
-    requeue(ch, c);
+    requeue(cn->ch, c);
     return 0;
   }
-  if (!c->decode_error && c->grpc_status >= 0 && sg_frame_decoder_finish(&c->dec) != 0) {
+  if (!c->decode_error && c->grpc_status >= 0 &&
+      sg_frame_decoder_finish(&c->dec) != 0) {
     c->decode_error = 1;
-    snprintf(c->grpc_message, sizeof(c->grpc_message), "response stream ended inside a message");
+    snprintf(c->grpc_message, sizeof(c->grpc_message),
+             "response stream ended inside a message");
   }
   finish_from_stream(c, error_code);
   return 0;
 }
 
-static ssize_t read_request(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length,
-                            uint32_t *flags, nghttp2_data_source *src, void *ud) {
+static ssize_t read_request(nghttp2_session *s, int32_t id, uint8_t *buf,
+                            size_t length, uint32_t *flags,
+                            nghttp2_data_source *src, void *ud) {
   (void)s;
   (void)id;
   (void)ud;
@@ -326,239 +369,283 @@ static void make_callbacks(void) {
     sg_fatal("nghttp2_session_callbacks_new failed");
   nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data);
-  nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+  nghttp2_session_callbacks_set_on_stream_close_callback(callbacks,
+                                                         on_stream_close);
 }
 
-/* --- Connection ---------------------------------------------------------------------------- */
+/* --- Connection
+ * ----------------------------------------------------------------------------
+ */
 
-/* Fails every call that cannot go on: those in flight on the lost connection (they may have
- * run on the server), and, when |also_queued|, those waiting for a connection. */
-static void fail_calls(sg_channel *ch, int also_queued, const char *why) {
+static conn *conn_new(sg_channel *ch) {
+  conn *cn = sg_calloc(1, sizeof(*cn));
+  sg_list_init(&cn->link);
+  sg_list_init(&cn->active);
+  cn->ch = ch;
+  cn->fd = -1;
+  cn->state = CONN_DOWN;
+  return cn;
+}
+
+/* Fails the calls in flight on a lost connection (they may have run on the
+ * server). */
+static void fail_active(conn *cn, const char *why) {
   char text[512];
-  snprintf(text, sizeof(text), "connection to %s lost: %s", ch->authority, why);
-  while (!sg_list_empty(&ch->active))
-    finish(SG_CONTAINER_OF(ch->active.next, call, link), SG_STATUS_UNAVAILABLE, text);
-  if (!also_queued)
-    return;
+  snprintf(text, sizeof(text), "connection to %s lost: %s", cn->ch->authority,
+           why);
+  while (!sg_list_empty(&cn->active))
+    finish(SG_CONTAINER_OF(cn->active.next, call, link), SG_STATUS_UNAVAILABLE,
+           text);
+}
+
+/* Fails the calls waiting for a connection that could not be made. */
+static void fail_queued(sg_channel *ch, const char *why) {
+  char text[512];
   snprintf(text, sizeof(text), "cannot connect to %s: %s", ch->authority, why);
   while (!sg_list_empty(&ch->submit))
-    finish(SG_CONTAINER_OF(ch->submit.next, call, link), SG_STATUS_UNAVAILABLE, text);
+    finish(SG_CONTAINER_OF(ch->submit.next, call, link), SG_STATUS_UNAVAILABLE,
+           text);
 }
 
-static void conn_close(sg_channel *ch) {
-  if (ch->session != NULL) {
-    /* Calls on the session are detached first: nghttp2_session_del calls no callbacks. */
-    nghttp2_session_del(ch->session);
-    ch->session = NULL;
+static void conn_close(conn *cn) {
+  if (cn->session != NULL) {
+    /* Its calls are finished or failed first: nghttp2_session_del calls no
+     * callbacks. */
+    nghttp2_session_del(cn->session);
+    cn->session = NULL;
   }
-  if (ch->ssl != NULL) {
-    SSL_free(ch->ssl);
-    ch->ssl = NULL;
+  if (cn->ssl != NULL) {
+    SSL_free(cn->ssl);
+    cn->ssl = NULL;
   }
-  if (ch->fd >= 0)
-    close(ch->fd);
-  ch->fd = -1;
-  free(ch->pending);
-  ch->pending = NULL;
-  ch->pending_len = ch->pending_off = 0;
-  ch->state = CONN_DOWN;
+  if (cn->fd >= 0)
+    close(cn->fd);
+  cn->fd = -1;
+  free(cn->pending);
+  cn->pending = NULL;
+  cn->pending_len = cn->pending_off = 0;
+  cn->want_read_for_write = cn->want_write_for_read = 0;
+  cn->state = CONN_DOWN;
 }
 
-static void conn_lost(sg_channel *ch, const char *why, int also_queued) {
-  snprintf(ch->last_error, sizeof(ch->last_error), "%s", why);
-  fail_calls(ch, also_queued, why);
-  conn_close(ch);
+/* Closes |cn| after a failure: its calls end UNAVAILABLE, and so do the queued
+ * ones when the connection never came up (they were waiting for it). */
+static void conn_lost(conn *cn, const char *why) {
+  if (cn->session == NULL && cn == cn->ch->cur)
+    fail_queued(cn->ch, why);
+  fail_active(cn, why);
+  conn_close(cn);
 }
 
-static void conn_start(sg_channel *ch) {
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+static void conn_start(conn *cn) {
+  sg_channel *ch = cn->ch;
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM},
+                  *res;
   int rv = getaddrinfo(ch->host, ch->port, &hints, &res);
   if (rv != 0) {
-    conn_lost(ch, gai_strerror(rv), 1);
+    conn_lost(cn, gai_strerror(rv));
     return;
   }
-  ch->fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (ch->fd < 0 || (connect(ch->fd, res->ai_addr, res->ai_addrlen) != 0 && errno != EINPROGRESS)) {
+  cn->fd =
+      socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (cn->fd < 0 || (connect(cn->fd, res->ai_addr, res->ai_addrlen) != 0 &&
+                     errno != EINPROGRESS)) {
     freeaddrinfo(res);
-    conn_lost(ch, strerror(errno), 1);
+    conn_lost(cn, strerror(errno));
     return;
   }
   freeaddrinfo(res);
   int one = 1;
-  setsockopt(ch->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  ch->state = CONN_CONNECTING;
-  ch->connect_deadline = now_ns() + ch->connect_timeout_ns;
+  setsockopt(cn->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  cn->state = CONN_CONNECTING;
+  cn->connect_deadline = now_ns() + ch->connect_timeout_ns;
 }
 
-static void session_start(sg_channel *ch) {
+static void session_start(conn *cn) {
   pthread_once(&callbacks_once, make_callbacks);
-  if (nghttp2_session_client_new(&ch->session, callbacks, ch) != 0)
+  if (nghttp2_session_client_new(&cn->session, callbacks, cn) != 0)
     sg_fatal("nghttp2_session_client_new failed");
-  nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-                                       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}};
-  nghttp2_submit_settings(ch->session, NGHTTP2_FLAG_NONE, settings, 2);
-  nghttp2_session_set_local_window_size(ch->session, NGHTTP2_FLAG_NONE, 0, 4 << 20);
-  ch->state = CONN_READY;
+  nghttp2_settings_entry settings[] = {
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}};
+  nghttp2_submit_settings(cn->session, NGHTTP2_FLAG_NONE, settings, 2);
+  nghttp2_session_set_local_window_size(cn->session, NGHTTP2_FLAG_NONE, 0,
+                                        4 << 20);
+  cn->state = CONN_READY;
 }
 
-static void tls_step(sg_channel *ch) {
+static void tls_step(conn *cn) {
   ERR_clear_error();
-  int rv = SSL_connect(ch->ssl);
+  int rv = SSL_connect(cn->ssl);
   if (rv == 1) {
     const unsigned char *alpn;
     unsigned alpn_len;
-    SSL_get0_alpn_selected(ch->ssl, &alpn, &alpn_len);
+    SSL_get0_alpn_selected(cn->ssl, &alpn, &alpn_len);
     if (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0) {
-      conn_lost(ch, "the server did not agree to HTTP/2 (ALPN h2)", 1);
+      conn_lost(cn, "the server did not agree to HTTP/2 (ALPN h2)");
       return;
     }
-    session_start(ch);
+    session_start(cn);
     return;
   }
-  int err = SSL_get_error(ch->ssl, rv);
+  int err = SSL_get_error(cn->ssl, rv);
   if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
     return;
   char why[160];
-  long verify = SSL_get_verify_result(ch->ssl);
+  long verify = SSL_get_verify_result(cn->ssl);
   if (verify != X509_V_OK)
-    snprintf(why, sizeof(why), "TLS: the server's certificate did not verify (%s)",
+    snprintf(why, sizeof(why),
+             "TLS: the server's certificate did not verify (%s)",
              X509_verify_cert_error_string(verify));
   else
     snprintf(why, sizeof(why), "TLS handshake failed: %s",
-             ERR_reason_error_string(ERR_peek_error()) ? ERR_reason_error_string(ERR_peek_error())
-                                                       : "connection closed");
-  conn_lost(ch, why, 1);
+             ERR_reason_error_string(ERR_peek_error())
+                 ? ERR_reason_error_string(ERR_peek_error())
+                 : "connection closed");
+  conn_lost(cn, why);
 }
 
-static void connected(sg_channel *ch) {
+static void connected(conn *cn) {
+  sg_channel *ch = cn->ch;
   int err = 0;
   socklen_t len = sizeof(err);
-  getsockopt(ch->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+  getsockopt(cn->fd, SOL_SOCKET, SO_ERROR, &err, &len);
   if (err != 0) {
-    conn_lost(ch, strerror(err), 1);
+    conn_lost(cn, strerror(err));
     return;
   }
   if (!ch->tls) {
-    session_start(ch);
+    session_start(cn);
     return;
   }
-  ch->ssl = SSL_new(ch->ssl_ctx);
-  SSL_set_fd(ch->ssl, ch->fd);
+  cn->ssl = SSL_new(ch->ssl_ctx);
+  SSL_set_fd(cn->ssl, cn->fd);
   struct in6_addr ip;
   if (inet_pton(AF_INET, ch->server_name, &ip) != 1 &&
       inet_pton(AF_INET6, ch->server_name, &ip) != 1)
-    SSL_set_tlsext_host_name(ch->ssl, ch->server_name); /* SNI names hosts, never addresses */
-  SSL_set1_host(ch->ssl, ch->server_name); /* the certificate must name this host (or IP) */
-  SSL_set_connect_state(ch->ssl);
-  ch->state = CONN_HANDSHAKING;
-  tls_step(ch);
+    SSL_set_tlsext_host_name(
+        cn->ssl, ch->server_name); /* SNI names hosts, never addresses */
+  SSL_set1_host(
+      cn->ssl,
+      ch->server_name); /* the certificate must name this host (or IP) */
+  SSL_set_connect_state(cn->ssl);
+  cn->state = CONN_HANDSHAKING;
+  tls_step(cn);
 }
 
-/* --- Socket I/O ---------------------------------------------------------------------------- */
+/* --- Socket I/O
+ * ----------------------------------------------------------------------------
+ */
 
 /* > 0 bytes, 0 EOF, -1 would block, -2 error */
-static ssize_t sock_read(sg_channel *ch, uint8_t *buf, size_t cap) {
-  if (ch->ssl == NULL) {
-    ssize_t n = recv(ch->fd, buf, cap, 0);
+static ssize_t sock_read(conn *cn, uint8_t *buf, size_t cap) {
+  if (cn->ssl == NULL) {
+    ssize_t n = recv(cn->fd, buf, cap, 0);
     if (n >= 0)
       return n;
     return errno == EAGAIN || errno == EINTR ? -1 : -2;
   }
-  int n = SSL_read(ch->ssl, buf, (int)cap);
+  int n = SSL_read(cn->ssl, buf, (int)cap);
   if (n > 0)
     return n;
-  int err = SSL_get_error(ch->ssl, n);
+  int err = SSL_get_error(cn->ssl, n);
   if (err == SSL_ERROR_WANT_READ)
     return -1;
   if (err == SSL_ERROR_WANT_WRITE) {
-    ch->want_write_for_read = 1;
+    cn->want_write_for_read = 1;
     return -1;
   }
   return err == SSL_ERROR_ZERO_RETURN ? 0 : -2;
 }
 
 /* bytes written (0: would block), or -1 on error */
-static ssize_t sock_write(sg_channel *ch, const uint8_t *buf, size_t len) {
-  if (ch->ssl == NULL) {
-    ssize_t n = send(ch->fd, buf, len, MSG_NOSIGNAL);
+static ssize_t sock_write(conn *cn, const uint8_t *buf, size_t len) {
+  if (cn->ssl == NULL) {
+    ssize_t n = send(cn->fd, buf, len, MSG_NOSIGNAL);
     if (n >= 0)
       return n;
     return errno == EAGAIN || errno == EINTR ? 0 : -1;
   }
-  ch->want_read_for_write = 0;
-  int n = SSL_write(ch->ssl, buf, (int)len);
+  cn->want_read_for_write = 0;
+  int n = SSL_write(cn->ssl, buf, (int)len);
   if (n > 0)
     return n;
-  int err = SSL_get_error(ch->ssl, n);
+  int err = SSL_get_error(cn->ssl, n);
   if (err == SSL_ERROR_WANT_WRITE)
     return 0;
   if (err == SSL_ERROR_WANT_READ) {
-    ch->want_read_for_write = 1;
+    cn->want_read_for_write = 1;
     return 0;
   }
   return -1;
 }
 
-static int keep(sg_channel *ch, const uint8_t *p, size_t n) {
-  if (ch->pending_off > 0) {
-    memmove(ch->pending, ch->pending + ch->pending_off, ch->pending_len - ch->pending_off);
-    ch->pending_len -= ch->pending_off;
-    ch->pending_off = 0;
+static void keep(conn *cn, const uint8_t *p, size_t n) {
+  if (cn->pending_off > 0) {
+    memmove(cn->pending, cn->pending + cn->pending_off,
+            cn->pending_len - cn->pending_off);
+    cn->pending_len -= cn->pending_off;
+    cn->pending_off = 0;
   }
-  ch->pending = sg_realloc(ch->pending, ch->pending_len + n);
-  memcpy(ch->pending + ch->pending_len, p, n);
-  ch->pending_len += n;
-  return 0;
+  cn->pending = sg_realloc(cn->pending, cn->pending_len + n);
+  memcpy(cn->pending + cn->pending_len, p, n);
+  cn->pending_len += n;
 }
 
 /* Sends what nghttp2 has. Returns 0, or -1 after losing the connection. */
-static int flush_out(sg_channel *ch) {
-  if (ch->pending_len > ch->pending_off) {
-    ssize_t w = sock_write(ch, ch->pending + ch->pending_off, ch->pending_len - ch->pending_off);
+static int flush_out(conn *cn) {
+  if (cn->pending_len > cn->pending_off) {
+    ssize_t w = sock_write(cn, cn->pending + cn->pending_off,
+                           cn->pending_len - cn->pending_off);
     if (w < 0) {
-      conn_lost(ch, "write failed", 0);
+      conn_lost(cn, "write failed");
       return -1;
     }
-    ch->pending_off += (size_t)w;
-    if (ch->pending_off < ch->pending_len)
+    cn->pending_off += (size_t)w;
+    if (cn->pending_off < cn->pending_len)
       return 0;
-    ch->pending_len = ch->pending_off = 0;
+    cn->pending_len = cn->pending_off = 0;
   }
   const uint8_t *data;
   ssize_t n;
-  while (ch->pending_len == 0 && (n = nghttp2_session_mem_send(ch->session, &data)) > 0) {
-    ssize_t w = sock_write(ch, data, (size_t)n);
+  while (cn->pending_len == 0 &&
+         (n = nghttp2_session_mem_send(cn->session, &data)) > 0) {
+    ssize_t w = sock_write(cn, data, (size_t)n);
     if (w < 0) {
-      conn_lost(ch, "write failed", 0);
+      conn_lost(cn, "write failed");
       return -1;
     }
     if (w < n)
-      keep(ch, data + w, (size_t)(n - w));
+      keep(cn, data + w, (size_t)(n - w));
   }
   return 0;
 }
 
-static int read_in(sg_channel *ch) {
+static int read_in(conn *cn) {
   static _Thread_local uint8_t buf[IO_BUF];
   for (;;) {
-    ssize_t n = sock_read(ch, buf, sizeof(buf));
+    ssize_t n = sock_read(cn, buf, sizeof(buf));
     if (n == -1)
       return 0;
     if (n == 0 || n == -2) {
-      conn_lost(ch, n == 0 ? "the server closed the connection" : "read failed", 0);
+      conn_lost(cn,
+                n == 0 ? "the server closed the connection" : "read failed");
       return -1;
     }
-    if (nghttp2_session_mem_recv(ch->session, buf, (size_t)n) < 0) {
-      conn_lost(ch, "HTTP/2 protocol error", 0);
+    if (nghttp2_session_mem_recv(cn->session, buf, (size_t)n) < 0) {
+      conn_lost(cn, "HTTP/2 protocol error");
       return -1;
     }
   }
 }
 
-/* --- Submitting ---------------------------------------------------------------------------- */
+/* --- Submitting
+ * ----------------------------------------------------------------------------
+ */
 
 static void requeue(sg_channel *ch, call *c) {
   sg_list_remove(&c->link);
+  c->cn = NULL;
   c->stream_id = 0;
   c->req_off = 0;
   c->http_status = 0;
@@ -570,120 +657,184 @@ static void requeue(sg_channel *ch, call *c) {
   sg_list_push(&ch->submit, &c->link); /* at the front: it was first */
 }
 
-static void submit_one(sg_channel *ch, call *c) {
+static void submit_one(conn *cn, call *c) {
   /* grpc-timeout carries what is left of the deadline. */
   if (c->deadline != INT64_MAX) {
     int64_t left = c->deadline - now_ns();
     sg_timeout_format(left > 0 ? left : 1, c->timeout_text);
     for (size_t i = 0; i < c->n_nva; i++)
-      if (c->nva[i].namelen == 12 && memcmp(c->nva[i].name, "grpc-timeout", 12) == 0)
+      if (c->nva[i].namelen == 12 &&
+          memcmp(c->nva[i].name, "grpc-timeout", 12) == 0)
         c->nva[i].valuelen = strlen(c->timeout_text);
   }
   nghttp2_data_provider prd = {.source.ptr = c, .read_callback = read_request};
-  int32_t id = nghttp2_submit_request(ch->session, NULL, c->nva, c->n_nva, &prd, c);
+  int32_t id =
+      nghttp2_submit_request(cn->session, NULL, c->nva, c->n_nva, &prd, c);
   if (id < 0) {
     finish(c, SG_STATUS_INTERNAL, "could not start the HTTP/2 stream");
     return;
   }
   c->stream_id = id;
+  c->cn = cn;
   sg_list_remove(&c->link);
-  sg_list_push(ch->active.prev, &c->link);
+  sg_list_push(cn->active.prev, &c->link);
 }
 
-/* Deadlines and cancellations asked for by user threads. */
-static void sweep(sg_channel *ch, int64_t now) {
-  sg_list *lists[] = {&ch->submit, &ch->active}, *pos, *tmp;
-  for (int i = 0; i < 2; i++) {
-    sg_list_foreach_safe(pos, tmp, lists[i]) {
-      call *c = SG_CONTAINER_OF(pos, call, link);
-      if (c->cancel == CANCEL_NONE && c->deadline <= now)
-        c->cancel = CANCEL_DEADLINE;
-      if (c->cancel == CANCEL_NONE)
-        continue;
-      if (c->stream_id > 0 && ch->session != NULL) {
-        nghttp2_session_set_stream_user_data(ch->session, c->stream_id, NULL);
-        nghttp2_submit_rst_stream(ch->session, NGHTTP2_FLAG_NONE, c->stream_id, NGHTTP2_CANCEL);
-      }
-      finish_from_stream(c, NGHTTP2_CANCEL);
+/* Ends the calls in |list| whose deadline passed or whose thread gave up. */
+static void sweep_list(sg_list *list, int64_t now) {
+  sg_list *pos, *tmp;
+  sg_list_foreach_safe(pos, tmp, list) {
+    call *c = SG_CONTAINER_OF(pos, call, link);
+    if (c->cancel == CANCEL_NONE && c->deadline <= now)
+      c->cancel = CANCEL_DEADLINE;
+    if (c->cancel == CANCEL_NONE)
+      continue;
+    if (c->cn != NULL && c->cn->session != NULL) {
+      nghttp2_session_set_stream_user_data(c->cn->session, c->stream_id, NULL);
+      nghttp2_submit_rst_stream(c->cn->session, NGHTTP2_FLAG_NONE, c->stream_id,
+                                NGHTTP2_CANCEL);
     }
+    finish_from_stream(c, NGHTTP2_CANCEL);
   }
 }
 
-/* --- The I/O thread ------------------------------------------------------------------------ */
+/* --- The I/O thread
+ * ------------------------------------------------------------------------ */
 
-static int64_t next_wakeup(sg_channel *ch) {
-  int64_t t = INT64_MAX;
-  sg_list *lists[] = {&ch->submit, &ch->active}, *pos;
-  for (int i = 0; i < 2; i++)
-    for (pos = lists[i]->next; pos != lists[i]; pos = pos->next) {
-      call *c = SG_CONTAINER_OF(pos, call, link);
-      if (c->deadline < t)
-        t = c->deadline;
-    }
-  if ((ch->state == CONN_CONNECTING || ch->state == CONN_HANDSHAKING) && ch->connect_deadline < t)
-    t = ch->connect_deadline;
+static int64_t earliest_deadline(sg_list *list, int64_t t) {
+  for (sg_list *pos = list->next; pos != list; pos = pos->next) {
+    call *c = SG_CONTAINER_OF(pos, call, link);
+    if (c->deadline < t)
+      t = c->deadline;
+  }
   return t;
 }
 
-static void step(sg_channel *ch, short revents) {
-  int64_t now = now_ns();
-  sweep(ch, now);
-  if ((ch->state == CONN_CONNECTING || ch->state == CONN_HANDSHAKING) &&
-      now >= ch->connect_deadline) {
-    conn_lost(ch, "connection timed out", 1);
+static int64_t next_wakeup(sg_channel *ch) {
+  int64_t t = earliest_deadline(&ch->submit, INT64_MAX);
+  t = earliest_deadline(&ch->cur->active, t);
+  for (sg_list *pos = ch->draining.next; pos != &ch->draining; pos = pos->next)
+    t = earliest_deadline(&SG_CONTAINER_OF(pos, conn, link)->active, t);
+  conn *cn = ch->cur;
+  if ((cn->state == CONN_CONNECTING || cn->state == CONN_HANDSHAKING) &&
+      cn->connect_deadline < t)
+    t = cn->connect_deadline;
+  return t;
+}
+
+/* Drives one connection after a poll. */
+static void conn_step(conn *cn, int64_t now) {
+  short revents = cn->revents;
+  cn->revents = 0;
+  if ((cn->state == CONN_CONNECTING || cn->state == CONN_HANDSHAKING) &&
+      now >= cn->connect_deadline) {
+    conn_lost(cn, "connection timed out");
     return;
   }
-  if (ch->state == CONN_CONNECTING && (revents & (POLLOUT | POLLERR | POLLHUP)))
-    connected(ch);
-  else if (ch->state == CONN_HANDSHAKING && revents != 0)
-    tls_step(ch);
-  if (ch->state == CONN_READY || ch->state == CONN_DRAINING) {
-    if (revents & (POLLIN | POLLHUP | POLLERR) || ch->want_read_for_write) {
-      ch->want_write_for_read = 0;
-      if (read_in(ch) != 0)
-        return;
-    }
-    if (ch->state == CONN_READY && nghttp2_session_check_request_allowed(ch->session) == 0)
-      ch->state = CONN_DRAINING; /* GOAWAY received: this connection takes no new calls */
-    while (ch->state == CONN_READY && !sg_list_empty(&ch->submit))
-      submit_one(ch, SG_CONTAINER_OF(ch->submit.next, call, link));
-    if (flush_out(ch) != 0)
+  if (cn->state == CONN_CONNECTING && (revents & (POLLOUT | POLLERR | POLLHUP)))
+    connected(cn);
+  else if (cn->state == CONN_HANDSHAKING && revents != 0)
+    tls_step(cn);
+  if (cn->state != CONN_READY && cn->state != CONN_DRAINING)
+    return;
+  if (revents & (POLLIN | POLLHUP | POLLERR) || cn->want_read_for_write) {
+    cn->want_write_for_read = 0;
+    if (read_in(cn) != 0)
       return;
-    if (!nghttp2_session_want_read(ch->session) && !nghttp2_session_want_write(ch->session) &&
-        ch->pending_len == 0) {
-      fail_calls(ch, 0, "the server ended the connection");
-      conn_close(ch);
+  }
+  if (cn->state == CONN_READY &&
+      nghttp2_session_check_request_allowed(cn->session) == 0)
+    cn->state =
+        CONN_DRAINING; /* GOAWAY received: this connection takes no new calls */
+  sg_channel *ch = cn->ch;
+  while (cn == ch->cur && cn->state == CONN_READY &&
+         !sg_list_empty(&ch->submit))
+    submit_one(cn, SG_CONTAINER_OF(ch->submit.next, call, link));
+  if (flush_out(cn) != 0)
+    return;
+  int idle = cn->state == CONN_DRAINING && sg_list_empty(&cn->active);
+  if (cn->pending_len == 0 &&
+      (idle || (!nghttp2_session_want_read(cn->session) &&
+                !nghttp2_session_want_write(cn->session)))) {
+    fail_active(cn, "the server ended the connection");
+    conn_close(cn);
+  }
+}
+
+static void step(sg_channel *ch) {
+  int64_t now = now_ns();
+  sweep_list(&ch->submit, now);
+  sweep_list(&ch->cur->active, now);
+  sg_list *pos, *tmp;
+  sg_list_foreach_safe(pos, tmp, &ch->draining) {
+    conn *cn = SG_CONTAINER_OF(pos, conn, link);
+    sweep_list(&cn->active, now);
+    conn_step(cn, now);
+    if (cn->state == CONN_DOWN) {
+      sg_list_remove(&cn->link);
+      free(cn);
     }
   }
-  if (ch->state == CONN_DOWN && !sg_list_empty(&ch->submit))
-    conn_start(ch);
+  conn_step(ch->cur, now);
+  if (ch->cur->state == CONN_DRAINING) {
+    /* Its calls finish there; new ones go out on a new connection. */
+    sg_list_push(ch->draining.prev, &ch->cur->link);
+    ch->cur = conn_new(ch);
+  }
+  if (ch->cur->state == CONN_DOWN && !sg_list_empty(&ch->submit))
+    conn_start(ch->cur);
+}
+
+static void poll_add(conn *cn, struct pollfd *fds, conn **owners, size_t *n) {
+  if (cn->fd < 0)
+    return;
+  short ev = POLLIN;
+  if (cn->state == CONN_CONNECTING || cn->pending_len > cn->pending_off ||
+      cn->want_write_for_read ||
+      (cn->session != NULL && nghttp2_session_want_write(cn->session)))
+    ev |= POLLOUT;
+  fds[*n] = (struct pollfd){cn->fd, ev, 0};
+  owners[(*n)++] = cn;
+}
+
+/* The poll set: the wake-up eventfd, then each connection with a socket. */
+static size_t poll_set(sg_channel *ch, struct pollfd **fds, conn ***owners,
+                       size_t *cap) {
+  size_t n = 1, want = 2;
+  for (sg_list *pos = ch->draining.next; pos != &ch->draining; pos = pos->next)
+    want++;
+  if (want > *cap) {
+    *fds = sg_realloc(*fds, want * sizeof(**fds));
+    *owners = sg_realloc(*owners, want * sizeof(**owners));
+    *cap = want;
+  }
+  (*fds)[0] = (struct pollfd){ch->wake_fd, POLLIN, 0};
+  poll_add(ch->cur, *fds, *owners, &n);
+  for (sg_list *pos = ch->draining.next; pos != &ch->draining; pos = pos->next)
+    poll_add(SG_CONTAINER_OF(pos, conn, link), *fds, *owners, &n);
+  return n;
 }
 
 static void *io_main(void *arg) {
   sg_channel *ch = arg;
-  /* SSL_write writes to the socket with write(2): a peer that went away must give EPIPE, not
-   * kill the process. A blocked SIGPIPE raised by this thread stays pending here forever. */
+  /* SSL_write writes to the socket with write(2): a peer that went away must
+   * give EPIPE, not kill the process. A blocked SIGPIPE raised by this thread
+   * stays pending here forever. */
   sigset_t pipe;
   sigemptyset(&pipe);
   sigaddset(&pipe, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &pipe, NULL);
+  struct pollfd *fds = NULL;
+  conn **owners = NULL;
+  size_t cap = 0;
   pthread_mutex_lock(&ch->lock);
-  short revents = 0;
   while (!ch->stopping) {
-    step(ch, revents);
-    struct pollfd fds[2] = {{ch->wake_fd, POLLIN, 0}, {ch->fd, 0, 0}};
-    int nfds = 1;
-    if (ch->fd >= 0) {
-      short ev = POLLIN;
-      if (ch->state == CONN_CONNECTING || ch->pending_len > ch->pending_off ||
-          ch->want_write_for_read ||
-          (ch->session != NULL && nghttp2_session_want_write(ch->session)))
-        ev |= POLLOUT;
-      fds[1].events = ev;
-      nfds = 2;
-    }
+    step(ch);
+    size_t nfds = poll_set(ch, &fds, &owners, &cap);
     int64_t wake = next_wakeup(ch), now = now_ns();
-    int timeout = wake == INT64_MAX ? -1 : wake <= now ? 0 : (int)((wake - now) / 1000000 + 1);
+    int timeout = wake == INT64_MAX ? -1
+                  : wake <= now     ? 0
+                                    : (int)((wake - now) / 1000000 + 1);
     pthread_mutex_unlock(&ch->lock);
     int n = poll(fds, (nfds_t)nfds, timeout);
     pthread_mutex_lock(&ch->lock);
@@ -692,14 +843,30 @@ static void *io_main(void *arg) {
       if (read(ch->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
         sg_fatal("eventfd read failed");
     }
-    revents = nfds == 2 && n > 0 ? fds[1].revents : 0;
+    for (size_t i = 1; n > 0 && i < nfds; i++)
+      owners[i]->revents = fds[i].revents;
   }
+  free(fds);
+  free(owners);
   /* Closing: everything still waiting ends CANCELLED. */
-  sg_list *lists[] = {&ch->submit, &ch->active};
-  for (int i = 0; i < 2; i++)
-    while (!sg_list_empty(lists[i]))
-      finish(SG_CONTAINER_OF(lists[i]->next, call, link), SG_STATUS_CANCELLED, "channel closed");
-  conn_close(ch);
+  while (!sg_list_empty(&ch->draining)) {
+    conn *cn = SG_CONTAINER_OF(ch->draining.next, conn, link);
+    sg_list_remove(&cn->link);
+    while (!sg_list_empty(&cn->active))
+      finish(SG_CONTAINER_OF(cn->active.next, call, link), SG_STATUS_CANCELLED,
+             "channel closed");
+    conn_close(cn);
+    free(cn);
+  }
+  while (!sg_list_empty(&ch->cur->active))
+    finish(SG_CONTAINER_OF(ch->cur->active.next, call, link),
+           SG_STATUS_CANCELLED, "channel closed");
+  while (!sg_list_empty(&ch->submit))
+    finish(SG_CONTAINER_OF(ch->submit.next, call, link), SG_STATUS_CANCELLED,
+           "channel closed");
+  conn_close(ch->cur);
+  free(ch->cur);
+  ch->cur = NULL;
   pthread_mutex_unlock(&ch->lock);
   return NULL;
 }
@@ -710,7 +877,9 @@ static void wake(sg_channel *ch) {
     sg_fatal("eventfd write failed");
 }
 
-/* --- Channel ------------------------------------------------------------------------------- */
+/* --- Channel
+ * -------------------------------------------------------------------------------
+ */
 
 static int split_target(sg_channel *ch, const char *target) {
   const char *host = target, *colon;
@@ -729,8 +898,8 @@ static int split_target(sg_channel *ch, const char *target) {
     hlen = (size_t)(colon - target);
   }
   size_t plen = strlen(colon + 1);
-  if (hlen == 0 || hlen >= sizeof(ch->host) || plen == 0 || plen >= sizeof(ch->port) ||
-      strspn(colon + 1, "0123456789") != plen)
+  if (hlen == 0 || hlen >= sizeof(ch->host) || plen == 0 ||
+      plen >= sizeof(ch->port) || strspn(colon + 1, "0123456789") != plen)
     return -1;
   memcpy(ch->host, host, hlen);
   ch->host[hlen] = '\0';
@@ -746,7 +915,8 @@ static const char *env_or(const char *value, const char *name) {
   return e != NULL && e[0] != '\0' ? e : NULL;
 }
 
-static SSL_CTX *client_tls(const sg_channel_options *o, const char *ca, char *err, size_t errlen) {
+static SSL_CTX *client_tls(const sg_channel_options *o, const char *ca,
+                           char *err, size_t errlen) {
   SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
   if (ctx == NULL)
     return NULL;
@@ -754,7 +924,8 @@ static SSL_CTX *client_tls(const sg_channel_options *o, const char *ca, char *er
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
   static const unsigned char alpn[] = {2, 'h', '2'};
   SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn));
-  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                            SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                             SSL_MODE_RELEASE_BUFFERS);
   const char *what = NULL, *file = NULL;
   if (ca != NULL ? SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1
@@ -763,7 +934,8 @@ static SSL_CTX *client_tls(const sg_channel_options *o, const char *ca, char *er
   else if (o->tls_cert_file != NULL &&
            (SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert_file) != 1 ||
             o->tls_key_file == NULL ||
-            SSL_CTX_use_PrivateKey_file(ctx, o->tls_key_file, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_use_PrivateKey_file(ctx, o->tls_key_file,
+                                        SSL_FILETYPE_PEM) != 1 ||
             SSL_CTX_check_private_key(ctx) != 1))
     what = "cannot use the client certificate and key", file = o->tls_cert_file;
   if (what != NULL) {
@@ -775,11 +947,11 @@ static SSL_CTX *client_tls(const sg_channel_options *o, const char *ca, char *er
   return ctx;
 }
 
-sg_channel *sg_channel_new(const sg_channel_options *options, char *err, size_t errlen) {
+sg_channel *sg_channel_new(const sg_channel_options *options, char *err,
+                           size_t errlen) {
   sg_channel_options none = {0};
   const sg_channel_options *o = options ? options : &none;
   sg_channel *ch = sg_calloc(1, sizeof(*ch));
-  ch->fd = -1;
   const char *target = env_or(o->target, "SEALGATE_ADDR");
   if (split_target(ch, target ? target : "127.0.0.1:50051") != 0) {
     snprintf(err, errlen, "target \"%.100s\" is not HOST:PORT", target);
@@ -788,7 +960,9 @@ sg_channel *sg_channel_new(const sg_channel_options *options, char *err, size_t 
   }
   const char *ca = env_or(o->tls_ca_file, "SEALGATE_TLS_CA");
   const char *tls_env = getenv("SEALGATE_TLS");
-  ch->tls = o->tls >= 0 ? o->tls : (ca != NULL || (tls_env && strcmp(tls_env, "1") == 0));
+  ch->tls = o->tls >= 0
+                ? o->tls
+                : (ca != NULL || (tls_env && strcmp(tls_env, "1") == 0));
   snprintf(ch->server_name, sizeof(ch->server_name), "%s",
            o->tls_server_name ? o->tls_server_name : ch->host);
   if (ch->tls && (ch->ssl_ctx = client_tls(o, ca, err, errlen)) == NULL) {
@@ -797,9 +971,11 @@ sg_channel *sg_channel_new(const sg_channel_options *options, char *err, size_t 
   }
   const char *key = env_or(o->api_key, "SEALGATE_API_KEY");
   ch->api_key = key ? sg_strdup(key) : NULL;
-  ch->connect_timeout_ns = (o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000) * 1000000;
+  ch->connect_timeout_ns =
+      (o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000) * 1000000;
   sg_list_init(&ch->submit);
-  sg_list_init(&ch->active);
+  sg_list_init(&ch->draining);
+  ch->cur = conn_new(ch);
   pthread_mutex_init(&ch->lock, NULL);
   ch->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (ch->wake_fd < 0 || pthread_create(&ch->thread, NULL, io_main, ch) != 0)
@@ -826,15 +1002,19 @@ void sg_channel_free(sg_channel *ch) {
   free(ch);
 }
 
-/* --- Calls --------------------------------------------------------------------------------- */
+/* --- Calls
+ * ---------------------------------------------------------------------------------
+ */
 
-#define NV(n, v, vl)                                                                               \
-  ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), strlen(n), (vl), NGHTTP2_NV_FLAG_NONE})
+#define NV(n, v, vl)                                                           \
+  ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), strlen(n), (vl),               \
+                NGHTTP2_NV_FLAG_NONE})
 
-/* Builds a call: request bytes and headers. The header values live in |c| or in memory the
- * call owns until it is freed. */
-static call *call_new(sg_channel *ch, const char *path, const ProtobufCMessage *req,
-                      const sg_call_options *o, int64_t deadline) {
+/* Builds a call: request bytes and headers. The header values live in |c| or in
+ * memory the call owns until it is freed. */
+static call *call_new(sg_channel *ch, const char *path,
+                      const ProtobufCMessage *req, const sg_call_options *o,
+                      int64_t deadline) {
   call *c = sg_calloc(1, sizeof(*c));
   sg_list_init(&c->link);
   c->ch = ch;
@@ -858,10 +1038,13 @@ static call *call_new(sg_channel *ch, const char *path, const ProtobufCMessage *
   nv[n++] = NV(":authority", ch->authority, strlen(ch->authority));
   nv[n++] = NV("te", "trailers", 8);
   nv[n++] = NV("content-type", "application/grpc", 16);
-  nv[n++] = NV("user-agent", "grpc-c-sealgate/" SG_VERSION, strlen("grpc-c-sealgate/" SG_VERSION));
-  nv[n++] = NV("grpc-accept-encoding", SG_ACCEPT_ENCODINGS, strlen(SG_ACCEPT_ENCODINGS));
+  nv[n++] = NV("user-agent", "grpc-c-sealgate/" SG_VERSION,
+               strlen("grpc-c-sealgate/" SG_VERSION));
+  nv[n++] = NV("grpc-accept-encoding", SG_ACCEPT_ENCODINGS,
+               strlen(SG_ACCEPT_ENCODINGS));
   if (deadline != INT64_MAX)
-    nv[n++] = NV("grpc-timeout", c->timeout_text, 0); /* filled in when the call goes out */
+    nv[n++] = NV("grpc-timeout", c->timeout_text,
+                 0); /* filled in when the call goes out */
   const char *key = o && o->api_key ? o->api_key : ch->api_key;
   if (key != NULL) {
     size_t klen = strlen(key);
@@ -888,15 +1071,19 @@ static call *call_new(sg_channel *ch, const char *path, const ProtobufCMessage *
 }
 
 static void call_free(call *c) {
-  /* Header values this call allocated: authorization and metadata (after the fixed ones). */
+  /* Header values this call allocated: authorization and metadata (after the
+   * fixed ones). */
   for (size_t i = 8; i < c->n_nva; i++) {
     if (c->nva[i].value == (uint8_t *)c->timeout_text)
       continue;
-    if (c->nva[i].namelen == 13 && memcmp(c->nva[i].name, "authorization", 13) == 0)
+    if (c->nva[i].namelen == 13 &&
+        memcmp(c->nva[i].name, "authorization", 13) == 0)
       OPENSSL_cleanse(c->nva[i].value, c->nva[i].valuelen);
     free(c->nva[i].value);
   }
   free(c->nva);
+  OPENSSL_cleanse(c->req,
+                  c->req_len); /* a SetSecret request carries a secret value */
   free(c->req);
   free_msgs(c);
   sg_frame_decoder_free(&c->dec);
@@ -911,15 +1098,17 @@ static void start(sg_channel *ch, call *c) {
   wake(ch);
 }
 
-/* Waits (holding the lock) until |c| is done or has a message; past the deadline it asks the
- * I/O thread to cancel and keeps waiting for it to confirm. */
+/* Waits (holding the lock) until |c| is done or has a message; past the
+ * deadline it asks the I/O thread to cancel and keeps waiting for it to
+ * confirm. */
 static void wait_call(sg_channel *ch, call *c, int for_message) {
   while (!c->done && !(for_message && c->head != NULL)) {
     if (c->deadline == INT64_MAX || c->cancel != CANCEL_NONE) {
       pthread_cond_wait(&c->cond, &ch->lock);
       continue;
     }
-    /* Condition variables wait on CLOCK_REALTIME: convert the monotonic deadline. */
+    /* Condition variables wait on CLOCK_REALTIME: convert the monotonic
+     * deadline. */
     int64_t left = c->deadline - now_ns();
     if (left <= 0) {
       c->cancel = CANCEL_DEADLINE;
@@ -935,8 +1124,8 @@ static void wait_call(sg_channel *ch, call *c, int for_message) {
   }
 }
 
-/* Metadata a call may send: lower-case token names that are not reserved by gRPC or HTTP/2,
- * printable ASCII values (any bytes for "-bin" names). */
+/* Metadata a call may send: lower-case token names that are not reserved by
+ * gRPC or HTTP/2, printable ASCII values (any bytes for "-bin" names). */
 static int check_metadata(const sg_call_options *o, sg_status *status) {
   static const char *reserved[] = {
       "te",           "content-type",  "user-agent",           "authorization",
@@ -946,23 +1135,26 @@ static int check_metadata(const sg_call_options *o, sg_status *status) {
     const sg_metadata_entry *m = &o->metadata[i];
     const char *why = NULL;
     size_t nlen = m->name ? strlen(m->name) : 0;
-    if (nlen == 0 || strspn(m->name, "abcdefghijklmnopqrstuvwxyz0123456789-_.") != nlen)
+    if (nlen == 0 ||
+        strspn(m->name, "abcdefghijklmnopqrstuvwxyz0123456789-_.") != nlen)
       why = "is not a lower-case metadata name";
     else if (strncmp(m->name, "grpc-", 5) == 0)
       why = "is reserved by gRPC";
-    for (size_t r = 0; why == NULL && r < sizeof(reserved) / sizeof(reserved[0]); r++)
+    for (size_t r = 0;
+         why == NULL && r < sizeof(reserved) / sizeof(reserved[0]); r++)
       if (strcmp(m->name, reserved[r]) == 0)
         why = "is set by the channel";
     int bin = nlen > 4 && strcmp(m->name + nlen - 4, "-bin") == 0;
     for (size_t k = 0; why == NULL && !bin && k < m->len; k++) {
       unsigned char ch = ((const unsigned char *)m->value)[k];
       if (ch < 0x20 || ch > 0x7e)
-        why = "has a value that is not printable ASCII (use a -bin name for bytes)";
+        why = "has a value that is not printable ASCII (use a -bin name for "
+              "bytes)";
     }
     if (why != NULL) {
       status->code = SG_STATUS_INVALID_ARGUMENT;
-      snprintf(status->message, sizeof(status->message), "metadata[%zu] \"%.64s\" %s", i,
-               m->name ? m->name : "", why);
+      snprintf(status->message, sizeof(status->message),
+               "metadata[%zu] \"%.64s\" %s", i, m->name ? m->name : "", why);
       return -1;
     }
   }
@@ -970,13 +1162,16 @@ static int check_metadata(const sg_call_options *o, sg_status *status) {
 }
 
 static int64_t deadline_of(const sg_call_options *o) {
-  return o && o->timeout_ms > 0 ? now_ns() + o->timeout_ms * 1000000 : INT64_MAX;
+  return o && o->timeout_ms > 0 ? now_ns() + o->timeout_ms * 1000000
+                                : INT64_MAX;
 }
 
 /* One attempt of a unary call. */
-static int unary_once(sg_channel *ch, const char *path, const ProtobufCMessage *req,
-                      const ProtobufCMessageDescriptor *type, ProtobufCMessage **resp,
-                      const sg_call_options *o, int64_t deadline, sg_status *status) {
+static int unary_once(sg_channel *ch, const char *path,
+                      const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *type,
+                      ProtobufCMessage **resp, const sg_call_options *o,
+                      int64_t deadline, sg_status *status) {
   call *c = call_new(ch, path, req, o, deadline);
   start(ch, c);
   pthread_mutex_lock(&ch->lock);
@@ -986,18 +1181,20 @@ static int unary_once(sg_channel *ch, const char *path, const ProtobufCMessage *
   if (status->code == SG_STATUS_OK) {
     if (c->n_msgs != 1) {
       set_status(status, SG_STATUS_INTERNAL,
-                 c->n_msgs == 0 ? "no response message" : "more than one response message");
-    } else if ((*resp = protobuf_c_message_unpack(type, NULL, c->head->len, c->head->data)) ==
-               NULL) {
-      set_status(status, SG_STATUS_INTERNAL, "could not parse the response message");
+                 c->n_msgs == 0 ? "no response message"
+                                : "more than one response message");
+    } else if ((*resp = protobuf_c_message_unpack(type, NULL, c->head->len,
+                                                  c->head->data)) == NULL) {
+      set_status(status, SG_STATUS_INTERNAL,
+                 "could not parse the response message");
     }
   }
   call_free(c);
   return status->code;
 }
 
-/* Full jitter: a random pause between 0 and the exponential step, so that clients retrying
- * after the same outage spread out. */
+/* Full jitter: a random pause between 0 and the exponential step, so that
+ * clients retrying after the same outage spread out. */
 static int64_t backoff_ns(int attempt) {
   int64_t cap = (int64_t)RETRY_BASE_MS << (attempt < 10 ? attempt : 10);
   if (cap > RETRY_CAP_MS)
@@ -1008,9 +1205,11 @@ static int64_t backoff_ns(int attempt) {
   return ((int64_t)(r % (uint32_t)(cap + 1)) + 1) * 1000000;
 }
 
-int sg_channel_unary(sg_channel *ch, const char *path, const ProtobufCMessage *req,
-                     const ProtobufCMessageDescriptor *type, ProtobufCMessage **resp,
-                     const sg_call_options *o, sg_status *status) {
+int sg_channel_unary(sg_channel *ch, const char *path,
+                     const ProtobufCMessage *req,
+                     const ProtobufCMessageDescriptor *type,
+                     ProtobufCMessage **resp, const sg_call_options *o,
+                     sg_status *status) {
   sg_status ignored;
   if (status == NULL)
     status = &ignored;
@@ -1018,7 +1217,8 @@ int sg_channel_unary(sg_channel *ch, const char *path, const ProtobufCMessage *r
   if (check_metadata(o, status) != 0)
     return status->code;
   int64_t deadline = deadline_of(o);
-  int attempts = o && o->retry ? (o->max_attempts > 0 ? o->max_attempts : 5) : 1;
+  int attempts =
+      o && o->retry ? (o->max_attempts > 0 ? o->max_attempts : 5) : 1;
   for (int attempt = 1;; attempt++) {
     int code = unary_once(ch, path, req, type, resp, o, deadline, status);
     if (code != SG_STATUS_UNAVAILABLE || attempt >= attempts)
@@ -1026,12 +1226,15 @@ int sg_channel_unary(sg_channel *ch, const char *path, const ProtobufCMessage *r
     int64_t pause = backoff_ns(attempt - 1);
     if (deadline != INT64_MAX && now_ns() + pause >= deadline)
       return code;
-    struct timespec ts = {(time_t)(pause / 1000000000), (long)(pause % 1000000000)};
+    struct timespec ts = {(time_t)(pause / 1000000000),
+                          (long)(pause % 1000000000)};
     nanosleep(&ts, NULL);
   }
 }
 
-/* --- Streams ------------------------------------------------------------------------------- */
+/* --- Streams
+ * -------------------------------------------------------------------------------
+ */
 
 struct sg_stream {
   sg_channel *ch;
@@ -1039,7 +1242,8 @@ struct sg_stream {
   const ProtobufCMessageDescriptor *type;
 };
 
-sg_stream *sg_channel_stream_open(sg_channel *ch, const char *path, const ProtobufCMessage *req,
+sg_stream *sg_channel_stream_open(sg_channel *ch, const char *path,
+                                  const ProtobufCMessage *req,
                                   const ProtobufCMessageDescriptor *type,
                                   const sg_call_options *o) {
   sg_stream *s = sg_calloc(1, sizeof(*s));
@@ -1047,7 +1251,8 @@ sg_stream *sg_channel_stream_open(sg_channel *ch, const char *path, const Protob
   s->type = type;
   sg_status bad;
   if (check_metadata(o, &bad) != 0) {
-    s->c = call_new(ch, path, req, NULL, INT64_MAX); /* never sent: it ends with |bad| */
+    s->c = call_new(ch, path, req, NULL,
+                    INT64_MAX); /* never sent: it ends with |bad| */
     s->c->status = bad;
     s->c->done = 1;
     return s;
@@ -1057,7 +1262,8 @@ sg_stream *sg_channel_stream_open(sg_channel *ch, const char *path, const Protob
   return s;
 }
 
-int sg_stream_next(sg_stream *s, ProtobufCMessage **message, sg_status *status) {
+int sg_stream_next(sg_stream *s, ProtobufCMessage **message,
+                   sg_status *status) {
   sg_channel *ch = s->ch;
   call *c = s->c;
   *message = NULL;
@@ -1079,7 +1285,8 @@ int sg_stream_next(sg_stream *s, ProtobufCMessage **message, sg_status *status) 
   free(m);
   if (*message != NULL)
     return 1;
-  /* The stream is over for this reader: stop the call and report INTERNAL from now on. */
+  /* The stream is over for this reader: stop the call and report INTERNAL from
+   * now on. */
   pthread_mutex_lock(&ch->lock);
   if (!c->done) {
     c->cancel = CANCEL_USER;
@@ -1088,7 +1295,8 @@ int sg_stream_next(sg_stream *s, ProtobufCMessage **message, sg_status *status) 
       pthread_cond_wait(&c->cond, &ch->lock);
   }
   free_msgs(c);
-  set_status(&c->status, SG_STATUS_INTERNAL, "could not parse a response message");
+  set_status(&c->status, SG_STATUS_INTERNAL,
+             "could not parse a response message");
   if (status != NULL)
     *status = c->status;
   pthread_mutex_unlock(&ch->lock);

@@ -14,7 +14,7 @@ repo=$(pwd)
 
 deploy/install-deps.sh run
 [ -d build-release ] || meson setup build-release --buildtype=release >/dev/null
-ninja -C build-release server/sealgate >/dev/null
+ninja -C build-release server/sealgate client/sealctl >/dev/null
 sealgate=$repo/build-release/server/sealgate
 
 data=${SEALGATE_DATA_DIR:-$repo/.data}

@@ -138,7 +138,7 @@ static int apply_env(const sg_flag *flags, size_t n, unsigned char *from_env, ch
   for (size_t i = 0; i < n; i++) {
     char name[96];
     env_name(flags[i].name, name, sizeof(name));
-    const char *v = getenv(name);
+    const char *v = flags[i].no_env ? NULL : getenv(name);
     if (v == NULL)
       continue;
     if (flags[i].type == SG_FLAG_LIST) {
@@ -216,6 +216,9 @@ void sg_flags_usage(FILE *out, const sg_flag *flags, size_t n) {
     snprintf(left, sizeof(left), "--%s%s%s", flags[i].name, flags[i].metavar ? " " : "",
              flags[i].metavar ? flags[i].metavar : "");
     env_name(flags[i].name, env, sizeof(env));
-    fprintf(out, "  %-36s %s [%s]\n", left, flags[i].help, env);
+    if (flags[i].no_env)
+      fprintf(out, "  %-36s %s\n", left, flags[i].help);
+    else
+      fprintf(out, "  %-36s %s [%s]\n", left, flags[i].help, env);
   }
 }

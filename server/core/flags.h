@@ -27,6 +27,7 @@ typedef struct {
   long long min, max;
   const char *metavar;
   const char *help;
+  int no_env; /* 1: the command line only (a flag that means something only to one command) */
 } sg_flag;
 
 typedef struct {
