@@ -1,23 +1,29 @@
-/* The client channel (include/sealgate/channel.h): one HTTP/2 connection,
- * driven by an I/O thread with poll(2), carrying the calls of any number of
- * user threads.
+/* The client channel (include/sealgate/channel.h): one HTTP/2 connection, driven by an I/O
+ * thread with poll(2), carrying the calls of any number of user threads.
  *
- * Ownership. A call belongs to the user thread that makes it; the I/O thread
- * only touches it between the moment it is queued and the moment it is marked
- * done, and always under the channel's lock. A user thread therefore waits for
- * `done` before it frees a call, also when it gave up early (deadline,
- * sg_stream_free): it asks the I/O thread to cancel, and the I/O thread marks
- * the call done right away. */
+ * Ownership. A call belongs to the user thread that makes it; the I/O thread touches it
+ * between the moment it is queued and the moment it is marked done. A user thread therefore
+ * waits for `done` before it frees a call, also when it gave up early (deadline,
+ * sg_stream_free): it sets `cancel` and wakes the I/O thread, which marks the call done at its
+ * next step.
+ *
+ * Synchronization. The channel's lock guards only what both sides touch: the submit queue, the
+ * I/O thread's sleeping flag, and a stream's received messages. Everything else the I/O thread
+ * owns and uses without a lock (connections, sessions, calls in flight), so user threads never
+ * wait for its socket and HTTP/2 work. A finished call is published with a release store of
+ * `done` followed by a post of the call's semaphore, which is all its thread waits on: one
+ * futex wait and one wake per call. */
 #include "sealgate/channel.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,12 +50,12 @@
 #define SG_VERSION "dev"
 #endif
 
-#define IO_BUF 65536
-#define MAX_RESPONSE_BYTES (64u << 20) /* one response message at most */
-#define TRANSPARENT_RETRIES 3 /* a stream the server refused before it began   \
-                               */
-#define RETRY_BASE_MS 100
-#define RETRY_CAP_MS 5000
+#define IO_BUF              65536
+#define MAX_RESPONSE_BYTES  (64u << 20) /* one response message at most */
+#define TRANSPARENT_RETRIES 3           /* a stream the server refused before it began */
+#define RETRY_BASE_MS       100
+#define RETRY_CAP_MS        5000
+#define FLUSH_BATCH         65536 /* bytes gathered from nghttp2 before one write */
 
 static int64_t now_ns(void) {
   struct timespec ts;
@@ -69,8 +75,7 @@ typedef enum { CANCEL_NONE, CANCEL_DEADLINE, CANCEL_USER } cancel_reason;
 typedef struct conn conn;
 
 typedef struct call {
-  sg_list
-      link; /* in the channel's submit queue, or its connection's active list */
+  sg_list link; /* in the channel's submit queue, or its connection's active list */
   sg_channel *ch;
   conn *cn; /* the connection carrying its stream, once it has one */
   const char *path;
@@ -82,7 +87,7 @@ typedef struct call {
   int64_t deadline; /* monotonic ns, INT64_MAX for none */
   int32_t stream_id;
   int refused; /* times the server refused the stream before processing it */
-  cancel_reason cancel;
+  int cancel;  /* a cancel_reason; atomic: set by the user thread, read by the I/O thread */
   /* What came back. */
   int http_status;
   int grpc_status; /* -1 until a grpc-status header arrives */
@@ -93,23 +98,17 @@ typedef struct call {
   size_t n_msgs;
   int decode_error; /* INTERNAL: a message did not decode */
   /* Outcome. */
-  int done;
+  int streaming; /* a server-streaming call: its reader waits for each message */
+  int done;      /* atomic: 1 once |status| is final and the I/O thread is done with the call */
   sg_status status;
-  pthread_cond_t cond;
+  sem_t wakeup; /* posted when the call is done, and for each message of a stream */
 } call;
 
-typedef enum {
-  CONN_DOWN,
-  CONN_CONNECTING,
-  CONN_HANDSHAKING,
-  CONN_READY,
-  CONN_DRAINING
-} conn_state;
+typedef enum { CONN_DOWN, CONN_CONNECTING, CONN_HANDSHAKING, CONN_READY, CONN_DRAINING } conn_state;
 
-/* One HTTP/2 connection. The channel sends new calls on its current connection;
- * one that the server sent GOAWAY moves to the draining list, where the calls
- * it carries run to their end while new calls go out on a fresh connection. I/O
- * thread only. */
+/* One HTTP/2 connection. The channel sends new calls on its current connection; one that the
+ * server sent GOAWAY moves to the draining list, where the calls it carries run to their end
+ * while new calls go out on a fresh connection. I/O thread only. */
 typedef struct conn {
   sg_list link; /* in the channel's draining list */
   sg_channel *ch;
@@ -138,38 +137,49 @@ struct sg_channel {
   pthread_mutex_t lock;
   sg_list submit; /* queued by user threads, not yet given to nghttp2 */
   int stopping;
+  int io_sleeping; /* the I/O thread is in poll(2) (or about to be) */
+  int wake_sent;   /* the eventfd was written since it last read it */
 
-  /* I/O thread only (under the lock while it runs callbacks). */
+  /* I/O thread only. */
   conn *cur;
   sg_list draining;
 };
 
-/* --- Completing calls
- * ---------------------------------------------------------------------- */
+/* --- Completing calls ---------------------------------------------------------------------- */
 
 static void set_status(sg_status *st, int code, const char *msg_text) {
   st->code = code;
   snprintf(st->message, sizeof(st->message), "%s", msg_text ? msg_text : "");
 }
 
-/* Marks |c| done with |code|, takes it off whatever list holds it, wakes its
- * thread. */
+/* Marks |c| done with |code|, takes it off whatever list holds it, wakes its thread. */
+static int cancel_of(const call *c) {
+  return __atomic_load_n(&c->cancel, __ATOMIC_ACQUIRE);
+}
+
+static int is_done(const call *c) {
+  return __atomic_load_n(&c->done, __ATOMIC_ACQUIRE);
+}
+
+/* Marks |c| done with |code|, takes it off whatever list holds it (the caller holds the lock if
+ * that is the submit queue), wakes its thread. The post is the last touch: after it the call
+ * may be freed. */
 static void finish(call *c, int code, const char *text) {
   if (c->done)
     return;
   sg_list_remove(&c->link);
   set_status(&c->status, code, text);
-  c->done = 1;
-  pthread_cond_broadcast(&c->cond);
+  __atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
+  sem_post(&c->wakeup);
 }
 
-/* The status a finished stream earned, from its trailers, its HTTP status or
- * how it ended (PROTOCOL-HTTP2.md, and http-grpc-status-mapping.md for a
- * missing grpc-status). */
+/* The status a finished stream earned, from its trailers, its HTTP status or how it ended
+ * (PROTOCOL-HTTP2.md, and http-grpc-status-mapping.md for a missing grpc-status). */
 static void finish_from_stream(call *c, uint32_t error_code) {
-  if (c->cancel == CANCEL_DEADLINE) {
+  int cancel = cancel_of(c);
+  if (cancel == CANCEL_DEADLINE) {
     finish(c, SG_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
-  } else if (c->cancel == CANCEL_USER) {
+  } else if (cancel == CANCEL_USER) {
     finish(c, SG_STATUS_CANCELLED, "cancelled");
   } else if (c->decode_error) {
     finish(c, SG_STATUS_INTERNAL, c->grpc_message);
@@ -180,8 +190,7 @@ static void finish_from_stream(call *c, uint32_t error_code) {
   } else if (error_code == NGHTTP2_CANCEL) {
     finish(c, SG_STATUS_CANCELLED, "the server cancelled the call");
   } else if (error_code == NGHTTP2_ENHANCE_YOUR_CALM) {
-    finish(c, SG_STATUS_RESOURCE_EXHAUSTED,
-           "the server said to enhance our calm");
+    finish(c, SG_STATUS_RESOURCE_EXHAUSTED, "the server said to enhance our calm");
   } else if (c->http_status != 0 && c->http_status != 200) {
     char text[96];
     int code;
@@ -207,8 +216,7 @@ static void finish_from_stream(call *c, uint32_t error_code) {
     default:
       code = SG_STATUS_UNKNOWN;
     }
-    snprintf(text, sizeof(text), "HTTP status %d without a gRPC status",
-             c->http_status);
+    snprintf(text, sizeof(text), "HTTP status %d without a gRPC status", c->http_status);
     finish(c, code, text);
   } else {
     finish(c, SG_STATUS_INTERNAL, "the stream ended without a gRPC status");
@@ -225,8 +233,7 @@ static void free_msgs(call *c) {
   c->n_msgs = 0;
 }
 
-/* --- nghttp2 callbacks (user data: the conn)
- * ----------------------------------------------- */
+/* --- nghttp2 callbacks (user data: the conn) ----------------------------------------------- */
 
 static call *stream_call(nghttp2_session *s, int32_t id) {
   return nghttp2_session_get_stream_user_data(s, id);
@@ -236,9 +243,8 @@ static int name_is(const uint8_t *name, size_t len, const char *lit) {
   return strlen(lit) == len && memcmp(name, lit, len) == 0;
 }
 
-static int on_header(nghttp2_session *s, const nghttp2_frame *f,
-                     const uint8_t *name, size_t nlen, const uint8_t *value,
-                     size_t vlen, uint8_t flags, void *ud) {
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+                     const uint8_t *value, size_t vlen, uint8_t flags, void *ud) {
   (void)flags;
   (void)ud;
   call *c = stream_call(s, f->hd.stream_id);
@@ -254,8 +260,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f,
     text[vlen] = '\0';
     c->grpc_status = atoi(text);
   } else if (name_is(name, nlen, "grpc-message")) {
-    size_t n =
-        vlen < sizeof(c->grpc_message) - 1 ? vlen : sizeof(c->grpc_message) - 1;
+    size_t n = vlen < sizeof(c->grpc_message) - 1 ? vlen : sizeof(c->grpc_message) - 1;
     n = sg_pct_decode((const char *)value, n, c->grpc_message);
     c->grpc_message[n] = '\0';
   } else if (name_is(name, nlen, "grpc-encoding")) {
@@ -264,19 +269,15 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f,
   return 0;
 }
 
-static int keep_message(void *ud, int compressed, const uint8_t *data,
-                        size_t len) {
+static int keep_message(void *ud, int compressed, const uint8_t *data, size_t len) {
   call *c = ud;
   uint8_t *plain = NULL;
   if (compressed) {
     size_t plain_len;
-    if (c->encoding == SG_ENCODING_IDENTITY ||
-        c->encoding == SG_ENCODING_UNSUPPORTED ||
-        sg_decompress(c->encoding, data, len, MAX_RESPONSE_BYTES, &plain,
-                      &plain_len) != 0) {
+    if (c->encoding == SG_ENCODING_IDENTITY || c->encoding == SG_ENCODING_UNSUPPORTED ||
+        sg_decompress(c->encoding, data, len, MAX_RESPONSE_BYTES, &plain, &plain_len) != 0) {
       c->decode_error = 1;
-      snprintf(c->grpc_message, sizeof(c->grpc_message),
-               "could not decompress the response");
+      snprintf(c->grpc_message, sizeof(c->grpc_message), "could not decompress the response");
       return SG_FRAME_ERR_STOPPED;
     }
     data = plain;
@@ -287,18 +288,24 @@ static int keep_message(void *ud, int compressed, const uint8_t *data,
   m->len = len;
   memcpy(m->data, data, len);
   free(plain);
+  /* A stream's reader takes messages while the call runs; a unary call's only once it is done. */
+  if (c->streaming)
+    pthread_mutex_lock(&c->ch->lock);
   if (c->tail)
     c->tail->next = m;
   else
     c->head = m;
   c->tail = m;
   c->n_msgs++;
-  pthread_cond_broadcast(&c->cond); /* a stream reader may be waiting */
+  if (c->streaming) {
+    pthread_mutex_unlock(&c->ch->lock);
+    sem_post(&c->wakeup);
+  }
   return 0;
 }
 
-static int on_data(nghttp2_session *s, uint8_t flags, int32_t id,
-                   const uint8_t *data, size_t len, void *ud) {
+static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+                   void *ud) {
   (void)flags;
   (void)ud;
   call *c = stream_call(s, id);
@@ -307,8 +314,7 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id,
   int rv = sg_frame_decoder_feed(&c->dec, data, len, keep_message, c);
   if (rv == SG_FRAME_ERR_TOO_LARGE || rv == SG_FRAME_ERR_BAD_FLAG) {
     c->decode_error = 1;
-    snprintf(c->grpc_message, sizeof(c->grpc_message),
-             "malformed or oversized response message");
+    snprintf(c->grpc_message, sizeof(c->grpc_message), "malformed or oversized response message");
   }
   if (c->decode_error)
     nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
@@ -317,36 +323,30 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id,
 
 static void requeue(sg_channel *ch, call *c);
 
-static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code,
-                           void *ud) {
+static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *ud) {
   conn *cn = ud;
   call *c = stream_call(s, id);
   if (c == NULL)
     return 0;
   nghttp2_session_set_stream_user_data(s, id, NULL);
-  /* Refused before the server began it (REFUSED_STREAM, or above a GOAWAY's
-   * last stream): nothing happened, so it may go again, on a new connection if
-   * this one is going away. */
-  if (error_code == NGHTTP2_REFUSED_STREAM && c->grpc_status < 0 &&
-      c->http_status == 0 && c->cancel == CANCEL_NONE &&
-      c->refused < TRANSPARENT_RETRIES) {
+  /* Refused before the server began it (REFUSED_STREAM, or above a GOAWAY's last stream):
+   * nothing happened, so it may go again, on a new connection if this one is going away. */
+  if (error_code == NGHTTP2_REFUSED_STREAM && c->grpc_status < 0 && c->http_status == 0 &&
+      cancel_of(c) == CANCEL_NONE && c->refused < TRANSPARENT_RETRIES) {
     c->refused++;
     requeue(cn->ch, c);
     return 0;
   }
-  if (!c->decode_error && c->grpc_status >= 0 &&
-      sg_frame_decoder_finish(&c->dec) != 0) {
+  if (!c->decode_error && c->grpc_status >= 0 && sg_frame_decoder_finish(&c->dec) != 0) {
     c->decode_error = 1;
-    snprintf(c->grpc_message, sizeof(c->grpc_message),
-             "response stream ended inside a message");
+    snprintf(c->grpc_message, sizeof(c->grpc_message), "response stream ended inside a message");
   }
   finish_from_stream(c, error_code);
   return 0;
 }
 
-static ssize_t read_request(nghttp2_session *s, int32_t id, uint8_t *buf,
-                            size_t length, uint32_t *flags,
-                            nghttp2_data_source *src, void *ud) {
+static ssize_t read_request(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length,
+                            uint32_t *flags, nghttp2_data_source *src, void *ud) {
   (void)s;
   (void)id;
   (void)ud;
@@ -369,13 +369,10 @@ static void make_callbacks(void) {
     sg_fatal("nghttp2_session_callbacks_new failed");
   nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data);
-  nghttp2_session_callbacks_set_on_stream_close_callback(callbacks,
-                                                         on_stream_close);
+  nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
 }
 
-/* --- Connection
- * ----------------------------------------------------------------------------
- */
+/* --- Connection ---------------------------------------------------------------------------- */
 
 static conn *conn_new(sg_channel *ch) {
   conn *cn = sg_calloc(1, sizeof(*cn));
@@ -387,30 +384,27 @@ static conn *conn_new(sg_channel *ch) {
   return cn;
 }
 
-/* Fails the calls in flight on a lost connection (they may have run on the
- * server). */
+/* Fails the calls in flight on a lost connection (they may have run on the server). */
 static void fail_active(conn *cn, const char *why) {
   char text[512];
-  snprintf(text, sizeof(text), "connection to %s lost: %s", cn->ch->authority,
-           why);
+  snprintf(text, sizeof(text), "connection to %s lost: %s", cn->ch->authority, why);
   while (!sg_list_empty(&cn->active))
-    finish(SG_CONTAINER_OF(cn->active.next, call, link), SG_STATUS_UNAVAILABLE,
-           text);
+    finish(SG_CONTAINER_OF(cn->active.next, call, link), SG_STATUS_UNAVAILABLE, text);
 }
 
 /* Fails the calls waiting for a connection that could not be made. */
 static void fail_queued(sg_channel *ch, const char *why) {
   char text[512];
   snprintf(text, sizeof(text), "cannot connect to %s: %s", ch->authority, why);
+  pthread_mutex_lock(&ch->lock);
   while (!sg_list_empty(&ch->submit))
-    finish(SG_CONTAINER_OF(ch->submit.next, call, link), SG_STATUS_UNAVAILABLE,
-           text);
+    finish(SG_CONTAINER_OF(ch->submit.next, call, link), SG_STATUS_UNAVAILABLE, text);
+  pthread_mutex_unlock(&ch->lock);
 }
 
 static void conn_close(conn *cn) {
   if (cn->session != NULL) {
-    /* Its calls are finished or failed first: nghttp2_session_del calls no
-     * callbacks. */
+    /* Its calls are finished or failed first: nghttp2_session_del calls no callbacks. */
     nghttp2_session_del(cn->session);
     cn->session = NULL;
   }
@@ -428,8 +422,8 @@ static void conn_close(conn *cn) {
   cn->state = CONN_DOWN;
 }
 
-/* Closes |cn| after a failure: its calls end UNAVAILABLE, and so do the queued
- * ones when the connection never came up (they were waiting for it). */
+/* Closes |cn| after a failure: its calls end UNAVAILABLE, and so do the queued ones when the
+ * connection never came up (they were waiting for it). */
 static void conn_lost(conn *cn, const char *why) {
   if (cn->session == NULL && cn == cn->ch->cur)
     fail_queued(cn->ch, why);
@@ -439,17 +433,14 @@ static void conn_lost(conn *cn, const char *why) {
 
 static void conn_start(conn *cn) {
   sg_channel *ch = cn->ch;
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM},
-                  *res;
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
   int rv = getaddrinfo(ch->host, ch->port, &hints, &res);
   if (rv != 0) {
     conn_lost(cn, gai_strerror(rv));
     return;
   }
-  cn->fd =
-      socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (cn->fd < 0 || (connect(cn->fd, res->ai_addr, res->ai_addrlen) != 0 &&
-                     errno != EINPROGRESS)) {
+  cn->fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (cn->fd < 0 || (connect(cn->fd, res->ai_addr, res->ai_addrlen) != 0 && errno != EINPROGRESS)) {
     freeaddrinfo(res);
     conn_lost(cn, strerror(errno));
     return;
@@ -465,12 +456,10 @@ static void session_start(conn *cn) {
   pthread_once(&callbacks_once, make_callbacks);
   if (nghttp2_session_client_new(&cn->session, callbacks, cn) != 0)
     sg_fatal("nghttp2_session_client_new failed");
-  nghttp2_settings_entry settings[] = {
-      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}};
+  nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+                                       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}};
   nghttp2_submit_settings(cn->session, NGHTTP2_FLAG_NONE, settings, 2);
-  nghttp2_session_set_local_window_size(cn->session, NGHTTP2_FLAG_NONE, 0,
-                                        4 << 20);
+  nghttp2_session_set_local_window_size(cn->session, NGHTTP2_FLAG_NONE, 0, 4 << 20);
   cn->state = CONN_READY;
 }
 
@@ -494,14 +483,12 @@ static void tls_step(conn *cn) {
   char why[160];
   long verify = SSL_get_verify_result(cn->ssl);
   if (verify != X509_V_OK)
-    snprintf(why, sizeof(why),
-             "TLS: the server's certificate did not verify (%s)",
+    snprintf(why, sizeof(why), "TLS: the server's certificate did not verify (%s)",
              X509_verify_cert_error_string(verify));
   else
     snprintf(why, sizeof(why), "TLS handshake failed: %s",
-             ERR_reason_error_string(ERR_peek_error())
-                 ? ERR_reason_error_string(ERR_peek_error())
-                 : "connection closed");
+             ERR_reason_error_string(ERR_peek_error()) ? ERR_reason_error_string(ERR_peek_error())
+                                                       : "connection closed");
   conn_lost(cn, why);
 }
 
@@ -523,19 +510,14 @@ static void connected(conn *cn) {
   struct in6_addr ip;
   if (inet_pton(AF_INET, ch->server_name, &ip) != 1 &&
       inet_pton(AF_INET6, ch->server_name, &ip) != 1)
-    SSL_set_tlsext_host_name(
-        cn->ssl, ch->server_name); /* SNI names hosts, never addresses */
-  SSL_set1_host(
-      cn->ssl,
-      ch->server_name); /* the certificate must name this host (or IP) */
+    SSL_set_tlsext_host_name(cn->ssl, ch->server_name); /* SNI names hosts, never addresses */
+  SSL_set1_host(cn->ssl, ch->server_name); /* the certificate must name this host (or IP) */
   SSL_set_connect_state(cn->ssl);
   cn->state = CONN_HANDSHAKING;
   tls_step(cn);
 }
 
-/* --- Socket I/O
- * ----------------------------------------------------------------------------
- */
+/* --- Socket I/O ---------------------------------------------------------------------------- */
 
 /* > 0 bytes, 0 EOF, -1 would block, -2 error */
 static ssize_t sock_read(conn *cn, uint8_t *buf, size_t cap) {
@@ -582,8 +564,7 @@ static ssize_t sock_write(conn *cn, const uint8_t *buf, size_t len) {
 
 static void keep(conn *cn, const uint8_t *p, size_t n) {
   if (cn->pending_off > 0) {
-    memmove(cn->pending, cn->pending + cn->pending_off,
-            cn->pending_len - cn->pending_off);
+    memmove(cn->pending, cn->pending + cn->pending_off, cn->pending_len - cn->pending_off);
     cn->pending_len -= cn->pending_off;
     cn->pending_off = 0;
   }
@@ -592,35 +573,36 @@ static void keep(conn *cn, const uint8_t *p, size_t n) {
   cn->pending_len += n;
 }
 
-/* Sends what nghttp2 has. Returns 0, or -1 after losing the connection. */
+/* Sends what nghttp2 has, gathered into one write per FLUSH_BATCH bytes. Returns 0, or -1 after
+ * losing the connection. */
 static int flush_out(conn *cn) {
-  if (cn->pending_len > cn->pending_off) {
-    ssize_t w = sock_write(cn, cn->pending + cn->pending_off,
-                           cn->pending_len - cn->pending_off);
-    if (w < 0) {
-      conn_lost(cn, "write failed");
+  for (;;) {
+    if (cn->pending_len > cn->pending_off) {
+      ssize_t w = sock_write(cn, cn->pending + cn->pending_off, cn->pending_len - cn->pending_off);
+      if (w < 0) {
+        conn_lost(cn, "write failed");
+        return -1;
+      }
+      cn->pending_off += (size_t)w;
+      if (cn->pending_off < cn->pending_len)
+        return 0; /* the socket is full: poll says when to go on */
+      cn->pending_len = cn->pending_off = 0;
+    }
+    const uint8_t *data;
+    ssize_t n = 0;
+    while (cn->pending_len < FLUSH_BATCH && (n = nghttp2_session_mem_send(cn->session, &data)) > 0)
+      keep(cn, data, (size_t)n);
+    if (n < 0) {
+      conn_lost(cn, "HTTP/2 error");
       return -1;
     }
-    cn->pending_off += (size_t)w;
-    if (cn->pending_off < cn->pending_len)
+    if (cn->pending_len == 0)
       return 0;
-    cn->pending_len = cn->pending_off = 0;
   }
-  const uint8_t *data;
-  ssize_t n;
-  while (cn->pending_len == 0 &&
-         (n = nghttp2_session_mem_send(cn->session, &data)) > 0) {
-    ssize_t w = sock_write(cn, data, (size_t)n);
-    if (w < 0) {
-      conn_lost(cn, "write failed");
-      return -1;
-    }
-    if (w < n)
-      keep(cn, data + w, (size_t)(n - w));
-  }
-  return 0;
 }
 
+/* Reads what the socket has and feeds it to nghttp2. Returns 0, or -1 after losing the
+ * connection. */
 static int read_in(conn *cn) {
   static _Thread_local uint8_t buf[IO_BUF];
   for (;;) {
@@ -628,20 +610,20 @@ static int read_in(conn *cn) {
     if (n == -1)
       return 0;
     if (n == 0 || n == -2) {
-      conn_lost(cn,
-                n == 0 ? "the server closed the connection" : "read failed");
+      conn_lost(cn, n == 0 ? "the server closed the connection" : "read failed");
       return -1;
     }
     if (nghttp2_session_mem_recv(cn->session, buf, (size_t)n) < 0) {
       conn_lost(cn, "HTTP/2 protocol error");
       return -1;
     }
+    /* A short read emptied the socket (poll reports more); TLS may hold decrypted bytes. */
+    if ((size_t)n < sizeof(buf) && (cn->ssl == NULL || SSL_pending(cn->ssl) == 0))
+      return 0;
   }
 }
 
-/* --- Submitting
- * ----------------------------------------------------------------------------
- */
+/* --- Submitting ---------------------------------------------------------------------------- */
 
 static void requeue(sg_channel *ch, call *c) {
   sg_list_remove(&c->link);
@@ -654,7 +636,9 @@ static void requeue(sg_channel *ch, call *c) {
   sg_frame_decoder_free(&c->dec);
   sg_frame_decoder_init(&c->dec, MAX_RESPONSE_BYTES);
   free_msgs(c);
+  pthread_mutex_lock(&ch->lock);
   sg_list_push(&ch->submit, &c->link); /* at the front: it was first */
+  pthread_mutex_unlock(&ch->lock);
 }
 
 static void submit_one(conn *cn, call *c) {
@@ -663,13 +647,11 @@ static void submit_one(conn *cn, call *c) {
     int64_t left = c->deadline - now_ns();
     sg_timeout_format(left > 0 ? left : 1, c->timeout_text);
     for (size_t i = 0; i < c->n_nva; i++)
-      if (c->nva[i].namelen == 12 &&
-          memcmp(c->nva[i].name, "grpc-timeout", 12) == 0)
+      if (c->nva[i].namelen == 12 && memcmp(c->nva[i].name, "grpc-timeout", 12) == 0)
         c->nva[i].valuelen = strlen(c->timeout_text);
   }
   nghttp2_data_provider prd = {.source.ptr = c, .read_callback = read_request};
-  int32_t id =
-      nghttp2_submit_request(cn->session, NULL, c->nva, c->n_nva, &prd, c);
+  int32_t id = nghttp2_submit_request(cn->session, NULL, c->nva, c->n_nva, &prd, c);
   if (id < 0) {
     finish(c, SG_STATUS_INTERNAL, "could not start the HTTP/2 stream");
     return;
@@ -685,21 +667,22 @@ static void sweep_list(sg_list *list, int64_t now) {
   sg_list *pos, *tmp;
   sg_list_foreach_safe(pos, tmp, list) {
     call *c = SG_CONTAINER_OF(pos, call, link);
-    if (c->cancel == CANCEL_NONE && c->deadline <= now)
-      c->cancel = CANCEL_DEADLINE;
-    if (c->cancel == CANCEL_NONE)
+    if (c->deadline <= now) {
+      int none = CANCEL_NONE;
+      __atomic_compare_exchange_n(&c->cancel, &none, CANCEL_DEADLINE, 0, __ATOMIC_ACQ_REL,
+                                  __ATOMIC_ACQUIRE);
+    }
+    if (cancel_of(c) == CANCEL_NONE)
       continue;
     if (c->cn != NULL && c->cn->session != NULL) {
       nghttp2_session_set_stream_user_data(c->cn->session, c->stream_id, NULL);
-      nghttp2_submit_rst_stream(c->cn->session, NGHTTP2_FLAG_NONE, c->stream_id,
-                                NGHTTP2_CANCEL);
+      nghttp2_submit_rst_stream(c->cn->session, NGHTTP2_FLAG_NONE, c->stream_id, NGHTTP2_CANCEL);
     }
     finish_from_stream(c, NGHTTP2_CANCEL);
   }
 }
 
-/* --- The I/O thread
- * ------------------------------------------------------------------------ */
+/* --- The I/O thread ------------------------------------------------------------------------ */
 
 static int64_t earliest_deadline(sg_list *list, int64_t t) {
   for (sg_list *pos = list->next; pos != list; pos = pos->next) {
@@ -716,8 +699,7 @@ static int64_t next_wakeup(sg_channel *ch) {
   for (sg_list *pos = ch->draining.next; pos != &ch->draining; pos = pos->next)
     t = earliest_deadline(&SG_CONTAINER_OF(pos, conn, link)->active, t);
   conn *cn = ch->cur;
-  if ((cn->state == CONN_CONNECTING || cn->state == CONN_HANDSHAKING) &&
-      cn->connect_deadline < t)
+  if ((cn->state == CONN_CONNECTING || cn->state == CONN_HANDSHAKING) && cn->connect_deadline < t)
     t = cn->connect_deadline;
   return t;
 }
@@ -742,20 +724,30 @@ static void conn_step(conn *cn, int64_t now) {
     if (read_in(cn) != 0)
       return;
   }
-  if (cn->state == CONN_READY &&
-      nghttp2_session_check_request_allowed(cn->session) == 0)
-    cn->state =
-        CONN_DRAINING; /* GOAWAY received: this connection takes no new calls */
+  if (cn->state == CONN_READY && nghttp2_session_check_request_allowed(cn->session) == 0)
+    cn->state = CONN_DRAINING; /* GOAWAY received: this connection takes no new calls */
   sg_channel *ch = cn->ch;
-  while (cn == ch->cur && cn->state == CONN_READY &&
-         !sg_list_empty(&ch->submit))
-    submit_one(cn, SG_CONTAINER_OF(ch->submit.next, call, link));
+  if (cn == ch->cur && cn->state == CONN_READY) {
+    /* Take the whole queue at once; the streams start without the lock. */
+    sg_list batch;
+    sg_list_init(&batch);
+    pthread_mutex_lock(&ch->lock);
+    if (!sg_list_empty(&ch->submit)) {
+      batch.next = ch->submit.next;
+      batch.prev = ch->submit.prev;
+      batch.next->prev = &batch;
+      batch.prev->next = &batch;
+      sg_list_init(&ch->submit);
+    }
+    pthread_mutex_unlock(&ch->lock);
+    while (!sg_list_empty(&batch))
+      submit_one(cn, SG_CONTAINER_OF(batch.next, call, link));
+  }
   if (flush_out(cn) != 0)
     return;
   int idle = cn->state == CONN_DRAINING && sg_list_empty(&cn->active);
-  if (cn->pending_len == 0 &&
-      (idle || (!nghttp2_session_want_read(cn->session) &&
-                !nghttp2_session_want_write(cn->session)))) {
+  if (cn->pending_len == 0 && (idle || (!nghttp2_session_want_read(cn->session) &&
+                                        !nghttp2_session_want_write(cn->session)))) {
     fail_active(cn, "the server ended the connection");
     conn_close(cn);
   }
@@ -763,7 +755,9 @@ static void conn_step(conn *cn, int64_t now) {
 
 static void step(sg_channel *ch) {
   int64_t now = now_ns();
+  pthread_mutex_lock(&ch->lock);
   sweep_list(&ch->submit, now);
+  pthread_mutex_unlock(&ch->lock);
   sweep_list(&ch->cur->active, now);
   sg_list *pos, *tmp;
   sg_list_foreach_safe(pos, tmp, &ch->draining) {
@@ -781,7 +775,10 @@ static void step(sg_channel *ch) {
     sg_list_push(ch->draining.prev, &ch->cur->link);
     ch->cur = conn_new(ch);
   }
-  if (ch->cur->state == CONN_DOWN && !sg_list_empty(&ch->submit))
+  pthread_mutex_lock(&ch->lock);
+  int queued = !sg_list_empty(&ch->submit);
+  pthread_mutex_unlock(&ch->lock);
+  if (ch->cur->state == CONN_DOWN && queued)
     conn_start(ch->cur);
 }
 
@@ -790,16 +787,14 @@ static void poll_add(conn *cn, struct pollfd *fds, conn **owners, size_t *n) {
     return;
   short ev = POLLIN;
   if (cn->state == CONN_CONNECTING || cn->pending_len > cn->pending_off ||
-      cn->want_write_for_read ||
-      (cn->session != NULL && nghttp2_session_want_write(cn->session)))
+      cn->want_write_for_read || (cn->session != NULL && nghttp2_session_want_write(cn->session)))
     ev |= POLLOUT;
   fds[*n] = (struct pollfd){cn->fd, ev, 0};
   owners[(*n)++] = cn;
 }
 
 /* The poll set: the wake-up eventfd, then each connection with a socket. */
-static size_t poll_set(sg_channel *ch, struct pollfd **fds, conn ***owners,
-                       size_t *cap) {
+static size_t poll_set(sg_channel *ch, struct pollfd **fds, conn ***owners, size_t *cap) {
   size_t n = 1, want = 2;
   for (sg_list *pos = ch->draining.next; pos != &ch->draining; pos = pos->next)
     want++;
@@ -817,9 +812,8 @@ static size_t poll_set(sg_channel *ch, struct pollfd **fds, conn ***owners,
 
 static void *io_main(void *arg) {
   sg_channel *ch = arg;
-  /* SSL_write writes to the socket with write(2): a peer that went away must
-   * give EPIPE, not kill the process. A blocked SIGPIPE raised by this thread
-   * stays pending here forever. */
+  /* SSL_write writes to the socket with write(2): a peer that went away must give EPIPE, not
+   * kill the process. A blocked SIGPIPE raised by this thread stays pending here forever. */
   sigset_t pipe;
   sigemptyset(&pipe);
   sigaddset(&pipe, SIGPIPE);
@@ -829,19 +823,27 @@ static void *io_main(void *arg) {
   size_t cap = 0;
   pthread_mutex_lock(&ch->lock);
   while (!ch->stopping) {
+    pthread_mutex_unlock(&ch->lock);
     step(ch);
     size_t nfds = poll_set(ch, &fds, &owners, &cap);
+    pthread_mutex_lock(&ch->lock);
     int64_t wake = next_wakeup(ch), now = now_ns();
-    int timeout = wake == INT64_MAX ? -1
-                  : wake <= now     ? 0
-                                    : (int)((wake - now) / 1000000 + 1);
+    int timeout = wake == INT64_MAX ? -1 : wake <= now ? 0 : (int)((wake - now) / 1000000 + 1);
+    /* Calls queued during the step (nobody woke us: we were not asleep) go out, or get a
+     * connection, before any sleep. */
+    if (!sg_list_empty(&ch->submit) &&
+        (ch->cur->state == CONN_READY || ch->cur->state == CONN_DOWN))
+      timeout = 0;
+    ch->io_sleeping = 1;
     pthread_mutex_unlock(&ch->lock);
     int n = poll(fds, (nfds_t)nfds, timeout);
     pthread_mutex_lock(&ch->lock);
+    ch->io_sleeping = 0;
     if (n > 0 && (fds[0].revents & POLLIN)) {
       uint64_t v;
       if (read(ch->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
         sg_fatal("eventfd read failed");
+      ch->wake_sent = 0;
     }
     for (size_t i = 1; n > 0 && i < nfds; i++)
       owners[i]->revents = fds[i].revents;
@@ -853,17 +855,15 @@ static void *io_main(void *arg) {
     conn *cn = SG_CONTAINER_OF(ch->draining.next, conn, link);
     sg_list_remove(&cn->link);
     while (!sg_list_empty(&cn->active))
-      finish(SG_CONTAINER_OF(cn->active.next, call, link), SG_STATUS_CANCELLED,
-             "channel closed");
+      finish(SG_CONTAINER_OF(cn->active.next, call, link), SG_STATUS_CANCELLED, "channel closed");
     conn_close(cn);
     free(cn);
   }
   while (!sg_list_empty(&ch->cur->active))
-    finish(SG_CONTAINER_OF(ch->cur->active.next, call, link),
-           SG_STATUS_CANCELLED, "channel closed");
-  while (!sg_list_empty(&ch->submit))
-    finish(SG_CONTAINER_OF(ch->submit.next, call, link), SG_STATUS_CANCELLED,
+    finish(SG_CONTAINER_OF(ch->cur->active.next, call, link), SG_STATUS_CANCELLED,
            "channel closed");
+  while (!sg_list_empty(&ch->submit))
+    finish(SG_CONTAINER_OF(ch->submit.next, call, link), SG_STATUS_CANCELLED, "channel closed");
   conn_close(ch->cur);
   free(ch->cur);
   ch->cur = NULL;
@@ -877,9 +877,7 @@ static void wake(sg_channel *ch) {
     sg_fatal("eventfd write failed");
 }
 
-/* --- Channel
- * -------------------------------------------------------------------------------
- */
+/* --- Channel ------------------------------------------------------------------------------- */
 
 static int split_target(sg_channel *ch, const char *target) {
   const char *host = target, *colon;
@@ -898,8 +896,8 @@ static int split_target(sg_channel *ch, const char *target) {
     hlen = (size_t)(colon - target);
   }
   size_t plen = strlen(colon + 1);
-  if (hlen == 0 || hlen >= sizeof(ch->host) || plen == 0 ||
-      plen >= sizeof(ch->port) || strspn(colon + 1, "0123456789") != plen)
+  if (hlen == 0 || hlen >= sizeof(ch->host) || plen == 0 || plen >= sizeof(ch->port) ||
+      strspn(colon + 1, "0123456789") != plen)
     return -1;
   memcpy(ch->host, host, hlen);
   ch->host[hlen] = '\0';
@@ -915,8 +913,7 @@ static const char *env_or(const char *value, const char *name) {
   return e != NULL && e[0] != '\0' ? e : NULL;
 }
 
-static SSL_CTX *client_tls(const sg_channel_options *o, const char *ca,
-                           char *err, size_t errlen) {
+static SSL_CTX *client_tls(const sg_channel_options *o, const char *ca, char *err, size_t errlen) {
   SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
   if (ctx == NULL)
     return NULL;
@@ -924,8 +921,7 @@ static SSL_CTX *client_tls(const sg_channel_options *o, const char *ca,
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
   static const unsigned char alpn[] = {2, 'h', '2'};
   SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn));
-  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-                            SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                             SSL_MODE_RELEASE_BUFFERS);
   const char *what = NULL, *file = NULL;
   if (ca != NULL ? SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1
@@ -934,8 +930,7 @@ static SSL_CTX *client_tls(const sg_channel_options *o, const char *ca,
   else if (o->tls_cert_file != NULL &&
            (SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert_file) != 1 ||
             o->tls_key_file == NULL ||
-            SSL_CTX_use_PrivateKey_file(ctx, o->tls_key_file,
-                                        SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_use_PrivateKey_file(ctx, o->tls_key_file, SSL_FILETYPE_PEM) != 1 ||
             SSL_CTX_check_private_key(ctx) != 1))
     what = "cannot use the client certificate and key", file = o->tls_cert_file;
   if (what != NULL) {
@@ -947,8 +942,7 @@ static SSL_CTX *client_tls(const sg_channel_options *o, const char *ca,
   return ctx;
 }
 
-sg_channel *sg_channel_new(const sg_channel_options *options, char *err,
-                           size_t errlen) {
+sg_channel *sg_channel_new(const sg_channel_options *options, char *err, size_t errlen) {
   sg_channel_options none = {0};
   const sg_channel_options *o = options ? options : &none;
   sg_channel *ch = sg_calloc(1, sizeof(*ch));
@@ -960,9 +954,7 @@ sg_channel *sg_channel_new(const sg_channel_options *options, char *err,
   }
   const char *ca = env_or(o->tls_ca_file, "SEALGATE_TLS_CA");
   const char *tls_env = getenv("SEALGATE_TLS");
-  ch->tls = o->tls >= 0
-                ? o->tls
-                : (ca != NULL || (tls_env && strcmp(tls_env, "1") == 0));
+  ch->tls = o->tls >= 0 ? o->tls : (ca != NULL || (tls_env && strcmp(tls_env, "1") == 0));
   snprintf(ch->server_name, sizeof(ch->server_name), "%s",
            o->tls_server_name ? o->tls_server_name : ch->host);
   if (ch->tls && (ch->ssl_ctx = client_tls(o, ca, err, errlen)) == NULL) {
@@ -971,8 +963,7 @@ sg_channel *sg_channel_new(const sg_channel_options *options, char *err,
   }
   const char *key = env_or(o->api_key, "SEALGATE_API_KEY");
   ch->api_key = key ? sg_strdup(key) : NULL;
-  ch->connect_timeout_ns =
-      (o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000) * 1000000;
+  ch->connect_timeout_ns = (o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000) * 1000000;
   sg_list_init(&ch->submit);
   sg_list_init(&ch->draining);
   ch->cur = conn_new(ch);
@@ -1002,26 +993,22 @@ void sg_channel_free(sg_channel *ch) {
   free(ch);
 }
 
-/* --- Calls
- * ---------------------------------------------------------------------------------
- */
+/* --- Calls --------------------------------------------------------------------------------- */
 
-#define NV(n, v, vl)                                                           \
-  ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), strlen(n), (vl),               \
-                NGHTTP2_NV_FLAG_NONE})
+#define NV(n, v, vl)                                                                               \
+  ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), strlen(n), (vl), NGHTTP2_NV_FLAG_NONE})
 
-/* Builds a call: request bytes and headers. The header values live in |c| or in
- * memory the call owns until it is freed. */
-static call *call_new(sg_channel *ch, const char *path,
-                      const ProtobufCMessage *req, const sg_call_options *o,
-                      int64_t deadline) {
+/* Builds a call: request bytes and headers. The header values live in |c| or in memory the
+ * call owns until it is freed. */
+static call *call_new(sg_channel *ch, const char *path, const ProtobufCMessage *req,
+                      const sg_call_options *o, int64_t deadline) {
   call *c = sg_calloc(1, sizeof(*c));
   sg_list_init(&c->link);
   c->ch = ch;
   c->path = path;
   c->deadline = deadline;
   c->grpc_status = -1;
-  pthread_cond_init(&c->cond, NULL);
+  sem_init(&c->wakeup, 0, 0);
   sg_frame_decoder_init(&c->dec, MAX_RESPONSE_BYTES);
   size_t len = protobuf_c_message_get_packed_size(req);
   c->req = sg_malloc(SG_FRAME_HEADER_LEN + len);
@@ -1038,13 +1025,10 @@ static call *call_new(sg_channel *ch, const char *path,
   nv[n++] = NV(":authority", ch->authority, strlen(ch->authority));
   nv[n++] = NV("te", "trailers", 8);
   nv[n++] = NV("content-type", "application/grpc", 16);
-  nv[n++] = NV("user-agent", "grpc-c-sealgate/" SG_VERSION,
-               strlen("grpc-c-sealgate/" SG_VERSION));
-  nv[n++] = NV("grpc-accept-encoding", SG_ACCEPT_ENCODINGS,
-               strlen(SG_ACCEPT_ENCODINGS));
+  nv[n++] = NV("user-agent", "grpc-c-sealgate/" SG_VERSION, strlen("grpc-c-sealgate/" SG_VERSION));
+  nv[n++] = NV("grpc-accept-encoding", SG_ACCEPT_ENCODINGS, strlen(SG_ACCEPT_ENCODINGS));
   if (deadline != INT64_MAX)
-    nv[n++] = NV("grpc-timeout", c->timeout_text,
-                 0); /* filled in when the call goes out */
+    nv[n++] = NV("grpc-timeout", c->timeout_text, 0); /* filled in when the call goes out */
   const char *key = o && o->api_key ? o->api_key : ch->api_key;
   if (key != NULL) {
     size_t klen = strlen(key);
@@ -1071,61 +1055,65 @@ static call *call_new(sg_channel *ch, const char *path,
 }
 
 static void call_free(call *c) {
-  /* Header values this call allocated: authorization and metadata (after the
-   * fixed ones). */
+  /* Header values this call allocated: authorization and metadata (after the fixed ones). */
   for (size_t i = 8; i < c->n_nva; i++) {
     if (c->nva[i].value == (uint8_t *)c->timeout_text)
       continue;
-    if (c->nva[i].namelen == 13 &&
-        memcmp(c->nva[i].name, "authorization", 13) == 0)
+    if (c->nva[i].namelen == 13 && memcmp(c->nva[i].name, "authorization", 13) == 0)
       OPENSSL_cleanse(c->nva[i].value, c->nva[i].valuelen);
     free(c->nva[i].value);
   }
   free(c->nva);
-  OPENSSL_cleanse(c->req,
-                  c->req_len); /* a SetSecret request carries a secret value */
+  OPENSSL_cleanse(c->req, c->req_len); /* a SetSecret request carries a secret value */
   free(c->req);
   free_msgs(c);
   sg_frame_decoder_free(&c->dec);
-  pthread_cond_destroy(&c->cond);
+  sem_destroy(&c->wakeup);
   free(c);
 }
 
+/* Queues |c| for the I/O thread, waking it only if it sleeps and no wake-up is on its way: a
+ * busy I/O thread takes the queue before it sleeps again. */
 static void start(sg_channel *ch, call *c) {
   pthread_mutex_lock(&ch->lock);
   sg_list_push(ch->submit.prev, &c->link);
+  int nudge = ch->io_sleeping && !ch->wake_sent;
+  if (nudge)
+    ch->wake_sent = 1;
   pthread_mutex_unlock(&ch->lock);
+  if (nudge)
+    wake(ch);
+}
+
+/* Asks the I/O thread to end |c| (it marks it done at its next step). */
+static void cancel_call(sg_channel *ch, call *c, int reason) {
+  int none = CANCEL_NONE;
+  __atomic_compare_exchange_n(&c->cancel, &none, reason, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
   wake(ch);
 }
 
-/* Waits (holding the lock) until |c| is done or has a message; past the
- * deadline it asks the I/O thread to cancel and keeps waiting for it to
- * confirm. */
-static void wait_call(sg_channel *ch, call *c, int for_message) {
-  while (!c->done && !(for_message && c->head != NULL)) {
-    if (c->deadline == INT64_MAX || c->cancel != CANCEL_NONE) {
-      pthread_cond_wait(&c->cond, &ch->lock);
-      continue;
-    }
-    /* Condition variables wait on CLOCK_REALTIME: convert the monotonic
-     * deadline. */
-    int64_t left = c->deadline - now_ns();
-    if (left <= 0) {
-      c->cancel = CANCEL_DEADLINE;
-      wake(ch);
-      continue;
-    }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t ns = ts.tv_nsec + left % 1000000000;
-    ts.tv_sec += (time_t)(left / 1000000000 + ns / 1000000000);
-    ts.tv_nsec = (long)(ns % 1000000000);
-    pthread_cond_timedwait(&c->cond, &ch->lock, &ts);
+/* Waits for a post of |c|'s semaphore, or its deadline: past it, asks the I/O thread to cancel
+ * and waits for that. */
+static void wait_post(sg_channel *ch, call *c) {
+  while (c->deadline != INT64_MAX && cancel_of(c) == CANCEL_NONE) {
+    struct timespec ts = {(time_t)(c->deadline / 1000000000), (long)(c->deadline % 1000000000)};
+    if (sem_clockwait(&c->wakeup, CLOCK_MONOTONIC, &ts) == 0)
+      return;
+    if (errno == ETIMEDOUT)
+      cancel_call(ch, c, CANCEL_DEADLINE);
   }
+  while (sem_wait(&c->wakeup) != 0)
+    ; /* EINTR */
 }
 
-/* Metadata a call may send: lower-case token names that are not reserved by
- * gRPC or HTTP/2, printable ASCII values (any bytes for "-bin" names). */
+/* Waits until |c| is done. */
+static void wait_done(sg_channel *ch, call *c) {
+  while (!is_done(c))
+    wait_post(ch, c);
+}
+
+/* Metadata a call may send: lower-case token names that are not reserved by gRPC or HTTP/2,
+ * printable ASCII values (any bytes for "-bin" names). */
 static int check_metadata(const sg_call_options *o, sg_status *status) {
   static const char *reserved[] = {
       "te",           "content-type",  "user-agent",           "authorization",
@@ -1135,26 +1123,23 @@ static int check_metadata(const sg_call_options *o, sg_status *status) {
     const sg_metadata_entry *m = &o->metadata[i];
     const char *why = NULL;
     size_t nlen = m->name ? strlen(m->name) : 0;
-    if (nlen == 0 ||
-        strspn(m->name, "abcdefghijklmnopqrstuvwxyz0123456789-_.") != nlen)
+    if (nlen == 0 || strspn(m->name, "abcdefghijklmnopqrstuvwxyz0123456789-_.") != nlen)
       why = "is not a lower-case metadata name";
     else if (strncmp(m->name, "grpc-", 5) == 0)
       why = "is reserved by gRPC";
-    for (size_t r = 0;
-         why == NULL && r < sizeof(reserved) / sizeof(reserved[0]); r++)
+    for (size_t r = 0; why == NULL && r < sizeof(reserved) / sizeof(reserved[0]); r++)
       if (strcmp(m->name, reserved[r]) == 0)
         why = "is set by the channel";
     int bin = nlen > 4 && strcmp(m->name + nlen - 4, "-bin") == 0;
     for (size_t k = 0; why == NULL && !bin && k < m->len; k++) {
       unsigned char ch = ((const unsigned char *)m->value)[k];
       if (ch < 0x20 || ch > 0x7e)
-        why = "has a value that is not printable ASCII (use a -bin name for "
-              "bytes)";
+        why = "has a value that is not printable ASCII (use a -bin name for bytes)";
     }
     if (why != NULL) {
       status->code = SG_STATUS_INVALID_ARGUMENT;
-      snprintf(status->message, sizeof(status->message),
-               "metadata[%zu] \"%.64s\" %s", i, m->name ? m->name : "", why);
+      snprintf(status->message, sizeof(status->message), "metadata[%zu] \"%.64s\" %s", i,
+               m->name ? m->name : "", why);
       return -1;
     }
   }
@@ -1162,39 +1147,32 @@ static int check_metadata(const sg_call_options *o, sg_status *status) {
 }
 
 static int64_t deadline_of(const sg_call_options *o) {
-  return o && o->timeout_ms > 0 ? now_ns() + o->timeout_ms * 1000000
-                                : INT64_MAX;
+  return o && o->timeout_ms > 0 ? now_ns() + o->timeout_ms * 1000000 : INT64_MAX;
 }
 
 /* One attempt of a unary call. */
-static int unary_once(sg_channel *ch, const char *path,
-                      const ProtobufCMessage *req,
-                      const ProtobufCMessageDescriptor *type,
-                      ProtobufCMessage **resp, const sg_call_options *o,
-                      int64_t deadline, sg_status *status) {
+static int unary_once(sg_channel *ch, const char *path, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *type, ProtobufCMessage **resp,
+                      const sg_call_options *o, int64_t deadline, sg_status *status) {
   call *c = call_new(ch, path, req, o, deadline);
   start(ch, c);
-  pthread_mutex_lock(&ch->lock);
-  wait_call(ch, c, 0);
-  pthread_mutex_unlock(&ch->lock);
+  wait_done(ch, c);
   *status = c->status;
   if (status->code == SG_STATUS_OK) {
     if (c->n_msgs != 1) {
       set_status(status, SG_STATUS_INTERNAL,
-                 c->n_msgs == 0 ? "no response message"
-                                : "more than one response message");
-    } else if ((*resp = protobuf_c_message_unpack(type, NULL, c->head->len,
-                                                  c->head->data)) == NULL) {
-      set_status(status, SG_STATUS_INTERNAL,
-                 "could not parse the response message");
+                 c->n_msgs == 0 ? "no response message" : "more than one response message");
+    } else if ((*resp = protobuf_c_message_unpack(type, NULL, c->head->len, c->head->data)) ==
+               NULL) {
+      set_status(status, SG_STATUS_INTERNAL, "could not parse the response message");
     }
   }
   call_free(c);
   return status->code;
 }
 
-/* Full jitter: a random pause between 0 and the exponential step, so that
- * clients retrying after the same outage spread out. */
+/* Full jitter: a random pause between 0 and the exponential step, so that clients retrying
+ * after the same outage spread out. */
 static int64_t backoff_ns(int attempt) {
   int64_t cap = (int64_t)RETRY_BASE_MS << (attempt < 10 ? attempt : 10);
   if (cap > RETRY_CAP_MS)
@@ -1205,11 +1183,9 @@ static int64_t backoff_ns(int attempt) {
   return ((int64_t)(r % (uint32_t)(cap + 1)) + 1) * 1000000;
 }
 
-int sg_channel_unary(sg_channel *ch, const char *path,
-                     const ProtobufCMessage *req,
-                     const ProtobufCMessageDescriptor *type,
-                     ProtobufCMessage **resp, const sg_call_options *o,
-                     sg_status *status) {
+int sg_channel_unary(sg_channel *ch, const char *path, const ProtobufCMessage *req,
+                     const ProtobufCMessageDescriptor *type, ProtobufCMessage **resp,
+                     const sg_call_options *o, sg_status *status) {
   sg_status ignored;
   if (status == NULL)
     status = &ignored;
@@ -1217,8 +1193,7 @@ int sg_channel_unary(sg_channel *ch, const char *path,
   if (check_metadata(o, status) != 0)
     return status->code;
   int64_t deadline = deadline_of(o);
-  int attempts =
-      o && o->retry ? (o->max_attempts > 0 ? o->max_attempts : 5) : 1;
+  int attempts = o && o->retry ? (o->max_attempts > 0 ? o->max_attempts : 5) : 1;
   for (int attempt = 1;; attempt++) {
     int code = unary_once(ch, path, req, type, resp, o, deadline, status);
     if (code != SG_STATUS_UNAVAILABLE || attempt >= attempts)
@@ -1226,15 +1201,12 @@ int sg_channel_unary(sg_channel *ch, const char *path,
     int64_t pause = backoff_ns(attempt - 1);
     if (deadline != INT64_MAX && now_ns() + pause >= deadline)
       return code;
-    struct timespec ts = {(time_t)(pause / 1000000000),
-                          (long)(pause % 1000000000)};
+    struct timespec ts = {(time_t)(pause / 1000000000), (long)(pause % 1000000000)};
     nanosleep(&ts, NULL);
   }
 }
 
-/* --- Streams
- * -------------------------------------------------------------------------------
- */
+/* --- Streams ------------------------------------------------------------------------------- */
 
 struct sg_stream {
   sg_channel *ch;
@@ -1242,8 +1214,7 @@ struct sg_stream {
   const ProtobufCMessageDescriptor *type;
 };
 
-sg_stream *sg_channel_stream_open(sg_channel *ch, const char *path,
-                                  const ProtobufCMessage *req,
+sg_stream *sg_channel_stream_open(sg_channel *ch, const char *path, const ProtobufCMessage *req,
                                   const ProtobufCMessageDescriptor *type,
                                   const sg_call_options *o) {
   sg_stream *s = sg_calloc(1, sizeof(*s));
@@ -1251,70 +1222,68 @@ sg_stream *sg_channel_stream_open(sg_channel *ch, const char *path,
   s->type = type;
   sg_status bad;
   if (check_metadata(o, &bad) != 0) {
-    s->c = call_new(ch, path, req, NULL,
-                    INT64_MAX); /* never sent: it ends with |bad| */
+    s->c = call_new(ch, path, req, NULL, INT64_MAX); /* never sent: it ends with |bad| */
     s->c->status = bad;
     s->c->done = 1;
     return s;
   }
   s->c = call_new(ch, path, req, o, deadline_of(o));
+  s->c->streaming = 1;
   start(ch, s->c);
   return s;
 }
 
-int sg_stream_next(sg_stream *s, ProtobufCMessage **message,
-                   sg_status *status) {
+int sg_stream_next(sg_stream *s, ProtobufCMessage **message, sg_status *status) {
   sg_channel *ch = s->ch;
   call *c = s->c;
   *message = NULL;
-  pthread_mutex_lock(&ch->lock);
-  wait_call(ch, c, 1);
-  msg *m = c->head;
-  if (m != NULL) {
-    c->head = m->next;
-    if (c->head == NULL)
-      c->tail = NULL;
-    c->n_msgs--;
+  msg *m;
+  for (;;) {
+    /* Messages that arrived before the end come first; appends happen under the lock. */
+    pthread_mutex_lock(&ch->lock);
+    m = c->head;
+    if (m != NULL) {
+      c->head = m->next;
+      if (c->head == NULL)
+        c->tail = NULL;
+      c->n_msgs--;
+    }
+    int done = m == NULL && is_done(c);
+    pthread_mutex_unlock(&ch->lock);
+    if (m != NULL)
+      break;
+    if (done) {
+      if (status != NULL)
+        *status = c->status;
+      return 0;
+    }
+    wait_post(ch, c);
   }
-  if (status != NULL)
-    *status = c->status;
-  pthread_mutex_unlock(&ch->lock);
-  if (m == NULL)
-    return 0;
   *message = protobuf_c_message_unpack(s->type, NULL, m->len, m->data);
   free(m);
   if (*message != NULL)
     return 1;
-  /* The stream is over for this reader: stop the call and report INTERNAL from
-   * now on. */
-  pthread_mutex_lock(&ch->lock);
-  if (!c->done) {
-    c->cancel = CANCEL_USER;
-    wake(ch);
-    while (!c->done)
-      pthread_cond_wait(&c->cond, &ch->lock);
+  /* The stream is over for this reader: stop the call and report INTERNAL from now on. */
+  if (!is_done(c)) {
+    cancel_call(ch, c, CANCEL_USER);
+    wait_done(ch, c);
   }
+  pthread_mutex_lock(&ch->lock);
   free_msgs(c);
-  set_status(&c->status, SG_STATUS_INTERNAL,
-             "could not parse a response message");
+  pthread_mutex_unlock(&ch->lock);
+  set_status(&c->status, SG_STATUS_INTERNAL, "could not parse a response message");
   if (status != NULL)
     *status = c->status;
-  pthread_mutex_unlock(&ch->lock);
   return 0;
 }
 
 void sg_stream_free(sg_stream *s) {
   if (s == NULL)
     return;
-  sg_channel *ch = s->ch;
-  pthread_mutex_lock(&ch->lock);
-  if (!s->c->done) {
-    s->c->cancel = CANCEL_USER;
-    wake(ch);
-    while (!s->c->done)
-      pthread_cond_wait(&s->c->cond, &ch->lock);
+  if (!is_done(s->c)) {
+    cancel_call(s->ch, s->c, CANCEL_USER);
+    wait_done(s->ch, s->c);
   }
-  pthread_mutex_unlock(&ch->lock);
   call_free(s->c);
   free(s);
 }
