@@ -68,6 +68,9 @@ sg_loop *sg_loop_new(unsigned id) {
   struct event_config *cfg = event_config_new();
   /* Each base is used by exactly one thread: no libevent locking needed. */
   event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+  /* CLOCK_MONOTONIC rather than libevent's default CLOCK_MONOTONIC_COARSE, whose ticks (4 ms
+   * at HZ=250) would end a call's deadline up to a tick before the client's own. */
+  event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
   loop->base = event_base_new_with_config(cfg);
   event_config_free(cfg);
   if (loop->base == NULL)

@@ -500,6 +500,9 @@ void sg_call_arm_deadline(sg_call *call, int64_t timeout_ns) {
     return;
   call->deadline_ev = sg_arena_alloc(call->arena, event_get_struct_event_size());
   event_assign(call->deadline_ev, call->base, -1, 0, deadline_passed, call);
+  /* libevent counts a timeout from the time it cached when this loop iteration began, which
+   * would end the call early by however long the iteration has run so far: refresh it. */
+  event_base_update_cache_time(call->base);
   struct timeval tv = {(time_t)(timeout_ns / 1000000000),
                        (suseconds_t)(timeout_ns % 1000000000 / 1000)};
   event_add(call->deadline_ev, &tv);
