@@ -1,18 +1,22 @@
 /* The client channel (include/sealgate/channel.h): one HTTP/2 connection, driven by an I/O
  * thread with poll(2), carrying the calls of any number of user threads.
  *
- * Ownership. A call belongs to the user thread that makes it; the I/O thread touches it
- * between the moment it is queued and the moment it is marked done. A user thread therefore
- * waits for `done` before it frees a call, also when it gave up early (deadline,
- * sg_stream_free): it sets `cancel` and wakes the I/O thread, which marks the call done at its
- * next step.
+ * Lifetimes. A call has two references: its user thread's and, once queued, the I/O thread's,
+ * dropped right after the call is marked done. So a user thread that gives up early (deadline,
+ * sg_stream_free) sets `cancel`, wakes the I/O thread and lets go without waiting for it, and
+ * the I/O thread never touches freed memory. Every call holds a reference to its channel, as
+ * does the channel's handle (sg_channel_free) and a running name resolution: the channel's
+ * memory outlives the last of them.
  *
  * Synchronization. The channel's lock guards only what both sides touch: the submit queue, the
  * I/O thread's sleeping flag, and a stream's received messages. Everything else the I/O thread
  * owns and uses without a lock (connections, sessions, calls in flight), so user threads never
  * wait for its socket and HTTP/2 work. A finished call is published with a release store of
  * `done` followed by a post of the call's semaphore, which is all its thread waits on: one
- * futex wait and one wake per call. */
+ * futex wait and one wake per call.
+ *
+ * Names are resolved on a short-lived thread of their own, so that a slow DNS server stalls
+ * neither the calls on other connections nor deadlines; every address is tried in turn. */
 #include "sealgate/channel.h"
 
 #include <errno.h>
@@ -76,9 +80,10 @@ typedef struct conn conn;
 
 typedef struct call {
   sg_list link; /* in the channel's submit queue, or its connection's active list */
+  int refs;     /* atomic: the user thread's, and the I/O thread's while it is queued or runs */
   sg_channel *ch;
   conn *cn; /* the connection carrying its stream, once it has one */
-  const char *path;
+  char *path;
   uint8_t *req; /* message header + request */
   size_t req_len, req_off;
   nghttp2_nv *nva;
@@ -104,7 +109,23 @@ typedef struct call {
   sem_t wakeup; /* posted when the call is done, and for each message of a stream */
 } call;
 
-typedef enum { CONN_DOWN, CONN_CONNECTING, CONN_HANDSHAKING, CONN_READY, CONN_DRAINING } conn_state;
+typedef enum {
+  CONN_DOWN,
+  CONN_RESOLVING,
+  CONN_CONNECTING,
+  CONN_HANDSHAKING,
+  CONN_READY,
+  CONN_DRAINING
+} conn_state;
+
+/* A name being resolved by a thread of its own. */
+typedef struct resolve_job {
+  int refs; /* atomic: the resolver thread's and the connection's */
+  sg_channel *ch;
+  int done; /* under the channel's lock, with error and addrs */
+  int error;
+  struct addrinfo *addrs;
+} resolve_job;
 
 /* One HTTP/2 connection. The channel sends new calls on its current connection; one that the
  * server sent GOAWAY moves to the draining list, where the calls it carries run to their end
@@ -118,14 +139,20 @@ typedef struct conn {
   nghttp2_session *session;
   sg_list active; /* calls with a stream on this connection */
   int64_t connect_deadline;
-  uint8_t *pending; /* bytes the socket did not take yet */
+  resolve_job *job;                   /* CONN_RESOLVING */
+  struct addrinfo *addrs, *next_addr; /* to connect to, in turn */
+  char connect_error[128];            /* why the last address failed */
+  int handshake_wants_write;          /* TLS: SSL_connect waits to write */
+  uint8_t *pending;                   /* bytes the socket did not take yet */
   size_t pending_len, pending_off;
   int want_read_for_write; /* TLS: SSL_write needs a read first */
   int want_write_for_read; /* TLS: SSL_read needs a write first */
+  char tls_error[128];     /* why the last TLS read or write failed */
   short revents;           /* from the last poll */
 } conn;
 
 struct sg_channel {
+  int refs; /* atomic: the handle's, each call's, each running resolution's */
   char host[256], port[16], authority[280], server_name[256];
   char *api_key;
   int tls;
@@ -152,7 +179,6 @@ static void set_status(sg_status *st, int code, const char *msg_text) {
   snprintf(st->message, sizeof(st->message), "%s", msg_text ? msg_text : "");
 }
 
-/* Marks |c| done with |code|, takes it off whatever list holds it, wakes its thread. */
 static int cancel_of(const call *c) {
   return __atomic_load_n(&c->cancel, __ATOMIC_ACQUIRE);
 }
@@ -162,8 +188,9 @@ static int is_done(const call *c) {
 }
 
 /* Marks |c| done with |code|, takes it off whatever list holds it (the caller holds the lock if
- * that is the submit queue), wakes its thread. The post is the last touch: after it the call
- * may be freed. */
+ * that is the submit queue), wakes its thread and drops the I/O thread's reference. */
+static void call_unref(call *c);
+
 static void finish(call *c, int code, const char *text) {
   if (c->done)
     return;
@@ -171,6 +198,7 @@ static void finish(call *c, int code, const char *text) {
   set_status(&c->status, code, text);
   __atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
   sem_post(&c->wakeup);
+  call_unref(c); /* the I/O thread's reference: its last touch */
 }
 
 /* The status a finished stream earned, from its trailers, its HTTP status or how it ended
@@ -191,6 +219,8 @@ static void finish_from_stream(call *c, uint32_t error_code) {
     finish(c, SG_STATUS_CANCELLED, "the server cancelled the call");
   } else if (error_code == NGHTTP2_ENHANCE_YOUR_CALM) {
     finish(c, SG_STATUS_RESOURCE_EXHAUSTED, "the server said to enhance our calm");
+  } else if (error_code == NGHTTP2_INADEQUATE_SECURITY) {
+    finish(c, SG_STATUS_PERMISSION_DENIED, "the server found the connection's security inadequate");
   } else if (c->http_status != 0 && c->http_status != 200) {
     char text[96];
     int code;
@@ -255,14 +285,19 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     memcpy(text, value, vlen);
     text[vlen] = '\0';
     c->http_status = atoi(text);
-  } else if (name_is(name, nlen, "grpc-status") && vlen > 0 && vlen < 4) {
-    memcpy(text, value, vlen);
-    text[vlen] = '\0';
-    c->grpc_status = atoi(text);
+  } else if (name_is(name, nlen, "grpc-status")) {
+    /* Digits only; a code outside 0..16, or no number at all, is UNKNOWN. */
+    int code = vlen > 0 && vlen < 4 ? 0 : -1;
+    for (size_t i = 0; code >= 0 && i < vlen; i++)
+      code = value[i] >= '0' && value[i] <= '9' ? code * 10 + (value[i] - '0') : -1;
+    c->grpc_status = code >= 0 && code <= 16 ? code : SG_STATUS_UNKNOWN;
   } else if (name_is(name, nlen, "grpc-message")) {
-    size_t n = vlen < sizeof(c->grpc_message) - 1 ? vlen : sizeof(c->grpc_message) - 1;
-    n = sg_pct_decode((const char *)value, n, c->grpc_message);
-    c->grpc_message[n] = '\0';
+    /* Decoded whole (it only shrinks), then cut to fit, so that no %XX is split. */
+    char *plain = sg_malloc(vlen + 1);
+    size_t n = sg_pct_decode((const char *)value, vlen, plain);
+    plain[n] = '\0';
+    snprintf(c->grpc_message, sizeof(c->grpc_message), "%s", plain);
+    free(plain);
   } else if (name_is(name, nlen, "grpc-encoding")) {
     c->encoding = sg_encoding_parse((const char *)value, vlen);
   }
@@ -387,7 +422,7 @@ static conn *conn_new(sg_channel *ch) {
 /* Fails the calls in flight on a lost connection (they may have run on the server). */
 static void fail_active(conn *cn, const char *why) {
   char text[512];
-  snprintf(text, sizeof(text), "connection to %s lost: %s", cn->ch->authority, why);
+  snprintf(text, sizeof(text), "connection to %s lost: %.200s", cn->ch->authority, why);
   while (!sg_list_empty(&cn->active))
     finish(SG_CONTAINER_OF(cn->active.next, call, link), SG_STATUS_UNAVAILABLE, text);
 }
@@ -395,14 +430,28 @@ static void fail_active(conn *cn, const char *why) {
 /* Fails the calls waiting for a connection that could not be made. */
 static void fail_queued(sg_channel *ch, const char *why) {
   char text[512];
-  snprintf(text, sizeof(text), "cannot connect to %s: %s", ch->authority, why);
+  snprintf(text, sizeof(text), "cannot connect to %s: %.200s", ch->authority, why);
   pthread_mutex_lock(&ch->lock);
   while (!sg_list_empty(&ch->submit))
     finish(SG_CONTAINER_OF(ch->submit.next, call, link), SG_STATUS_UNAVAILABLE, text);
   pthread_mutex_unlock(&ch->lock);
 }
 
+static void job_unref(resolve_job *j) {
+  if (j == NULL || __atomic_sub_fetch(&j->refs, 1, __ATOMIC_ACQ_REL) != 0)
+    return;
+  if (j->addrs != NULL)
+    freeaddrinfo(j->addrs);
+  free(j);
+}
+
 static void conn_close(conn *cn) {
+  job_unref(cn->job);
+  cn->job = NULL;
+  if (cn->addrs != NULL)
+    freeaddrinfo(cn->addrs);
+  cn->addrs = cn->next_addr = NULL;
+  cn->handshake_wants_write = 0;
   if (cn->session != NULL) {
     /* Its calls are finished or failed first: nghttp2_session_del calls no callbacks. */
     nghttp2_session_del(cn->session);
@@ -431,25 +480,95 @@ static void conn_lost(conn *cn, const char *why) {
   conn_close(cn);
 }
 
+/* Starts a non-blocking connect to the next address; when none is left, the connection is
+ * lost with the last address's error. */
+static void connect_next(conn *cn) {
+  while (cn->next_addr != NULL) {
+    struct addrinfo *ai = cn->next_addr;
+    cn->next_addr = ai->ai_next;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS)) {
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      cn->fd = fd;
+      cn->state = CONN_CONNECTING;
+      return;
+    }
+    snprintf(cn->connect_error, sizeof(cn->connect_error), "%s", strerror(errno));
+    if (fd >= 0)
+      close(fd);
+  }
+  conn_lost(cn, cn->connect_error[0] ? cn->connect_error : "no address to connect to");
+}
+
+static void channel_unref(sg_channel *ch);
+static void wake(sg_channel *ch);
+
+static void *resolve_main(void *arg) {
+  resolve_job *j = arg;
+  sg_channel *ch = j->ch;
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+  int rv = getaddrinfo(ch->host, ch->port, &hints, &res);
+  pthread_mutex_lock(&ch->lock);
+  j->error = rv;
+  j->addrs = rv == 0 ? res : NULL;
+  j->done = 1;
+  pthread_mutex_unlock(&ch->lock);
+  wake(ch);
+  job_unref(j);
+  channel_unref(ch);
+  return NULL;
+}
+
 static void conn_start(conn *cn) {
   sg_channel *ch = cn->ch;
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
-  int rv = getaddrinfo(ch->host, ch->port, &hints, &res);
-  if (rv != 0) {
-    conn_lost(cn, gai_strerror(rv));
-    return;
-  }
-  cn->fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (cn->fd < 0 || (connect(cn->fd, res->ai_addr, res->ai_addrlen) != 0 && errno != EINPROGRESS)) {
-    freeaddrinfo(res);
-    conn_lost(cn, strerror(errno));
-    return;
-  }
-  freeaddrinfo(res);
-  int one = 1;
-  setsockopt(cn->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  cn->state = CONN_CONNECTING;
   cn->connect_deadline = now_ns() + ch->connect_timeout_ns;
+  cn->connect_error[0] = '\0';
+  struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                           .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_NUMERICHOST},
+                  *res;
+  if (getaddrinfo(ch->host, ch->port, &hints, &res) == 0) { /* an address: no lookup */
+    cn->addrs = cn->next_addr = res;
+    connect_next(cn);
+    return;
+  }
+  resolve_job *j = sg_calloc(1, sizeof(*j));
+  j->refs = 2;
+  j->ch = ch;
+  __atomic_add_fetch(&ch->refs, 1, __ATOMIC_RELAXED);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t t;
+  if (pthread_create(&t, &attr, resolve_main, j) != 0)
+    resolve_main(j); /* no thread to be had: resolve here */
+  pthread_attr_destroy(&attr);
+  cn->job = j;
+  cn->state = CONN_RESOLVING;
+}
+
+/* The resolver thread finished: connect to what it found. */
+static void resolved(conn *cn) {
+  sg_channel *ch = cn->ch;
+  pthread_mutex_lock(&ch->lock);
+  int done = cn->job->done;
+  pthread_mutex_unlock(&ch->lock);
+  if (!done)
+    return;
+  resolve_job *j = cn->job;
+  cn->job = NULL;
+  if (j->error != 0) {
+    char why[160];
+    snprintf(why, sizeof(why), "name resolution failed: %s", gai_strerror(j->error));
+    job_unref(j);
+    conn_lost(cn, why);
+    return;
+  }
+  cn->addrs = cn->next_addr = j->addrs;
+  j->addrs = NULL;
+  job_unref(j);
+  connect_next(cn);
 }
 
 static void session_start(conn *cn) {
@@ -478,8 +597,10 @@ static void tls_step(conn *cn) {
     return;
   }
   int err = SSL_get_error(cn->ssl, rv);
-  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+    cn->handshake_wants_write = err == SSL_ERROR_WANT_WRITE;
     return;
+  }
   char why[160];
   long verify = SSL_get_verify_result(cn->ssl);
   if (verify != X509_V_OK)
@@ -497,8 +618,11 @@ static void connected(conn *cn) {
   int err = 0;
   socklen_t len = sizeof(err);
   getsockopt(cn->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-  if (err != 0) {
-    conn_lost(cn, strerror(err));
+  if (err != 0) { /* this address failed: the next one */
+    snprintf(cn->connect_error, sizeof(cn->connect_error), "%s", strerror(err));
+    close(cn->fd);
+    cn->fd = -1;
+    connect_next(cn);
     return;
   }
   if (!ch->tls) {
@@ -519,6 +643,13 @@ static void connected(conn *cn) {
 
 /* --- Socket I/O ---------------------------------------------------------------------------- */
 
+/* Keeps OpenSSL's reason for a failed TLS read or write (e.g. the server's alert when it wants a
+ * client certificate) for the message the calls end with. */
+static void note_tls_error(conn *cn) {
+  const char *why = ERR_reason_error_string(ERR_peek_error());
+  snprintf(cn->tls_error, sizeof(cn->tls_error), "%s", why ? why : "");
+}
+
 /* > 0 bytes, 0 EOF, -1 would block, -2 error */
 static ssize_t sock_read(conn *cn, uint8_t *buf, size_t cap) {
   if (cn->ssl == NULL) {
@@ -527,10 +658,12 @@ static ssize_t sock_read(conn *cn, uint8_t *buf, size_t cap) {
       return n;
     return errno == EAGAIN || errno == EINTR ? -1 : -2;
   }
+  ERR_clear_error();
   int n = SSL_read(cn->ssl, buf, (int)cap);
   if (n > 0)
     return n;
   int err = SSL_get_error(cn->ssl, n);
+  note_tls_error(cn);
   if (err == SSL_ERROR_WANT_READ)
     return -1;
   if (err == SSL_ERROR_WANT_WRITE) {
@@ -549,10 +682,12 @@ static ssize_t sock_write(conn *cn, const uint8_t *buf, size_t len) {
     return errno == EAGAIN || errno == EINTR ? 0 : -1;
   }
   cn->want_read_for_write = 0;
+  ERR_clear_error();
   int n = SSL_write(cn->ssl, buf, (int)len);
   if (n > 0)
     return n;
   int err = SSL_get_error(cn->ssl, n);
+  note_tls_error(cn);
   if (err == SSL_ERROR_WANT_WRITE)
     return 0;
   if (err == SSL_ERROR_WANT_READ) {
@@ -579,8 +714,15 @@ static int flush_out(conn *cn) {
   for (;;) {
     if (cn->pending_len > cn->pending_off) {
       ssize_t w = sock_write(cn, cn->pending + cn->pending_off, cn->pending_len - cn->pending_off);
+      if (w < 0 && cn->ssl != NULL && cn->tls_error[0] == '\0') {
+        uint8_t alert[256]; /* the server's TLS alert may be waiting: it says why */
+        sock_read(cn, alert, sizeof(alert));
+      }
       if (w < 0) {
-        conn_lost(cn, "write failed");
+        char why[256];
+        snprintf(why, sizeof(why), "write failed%s%s", cn->tls_error[0] ? ": TLS: " : "",
+                 cn->tls_error);
+        conn_lost(cn, why);
         return -1;
       }
       cn->pending_off += (size_t)w;
@@ -610,7 +752,11 @@ static int read_in(conn *cn) {
     if (n == -1)
       return 0;
     if (n == 0 || n == -2) {
-      conn_lost(cn, n == 0 ? "the server closed the connection" : "read failed");
+      char why[256];
+      snprintf(why, sizeof(why), "%s%s%s",
+               n == 0 ? "the server closed the connection" : "read failed",
+               cn->tls_error[0] ? ": TLS: " : "", cn->tls_error);
+      conn_lost(cn, why);
       return -1;
     }
     if (nghttp2_session_mem_recv(cn->session, buf, (size_t)n) < 0) {
@@ -652,6 +798,12 @@ static void submit_one(conn *cn, call *c) {
   }
   nghttp2_data_provider prd = {.source.ptr = c, .read_callback = read_request};
   int32_t id = nghttp2_submit_request(cn->session, NULL, c->nva, c->n_nva, &prd, c);
+  if (id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE) {
+    /* This connection has used up its stream ids: the call goes on the next one. */
+    cn->state = CONN_DRAINING;
+    requeue(cn->ch, c);
+    return;
+  }
   if (id < 0) {
     finish(c, SG_STATUS_INTERNAL, "could not start the HTTP/2 stream");
     return;
@@ -699,7 +851,9 @@ static int64_t next_wakeup(sg_channel *ch) {
   for (sg_list *pos = ch->draining.next; pos != &ch->draining; pos = pos->next)
     t = earliest_deadline(&SG_CONTAINER_OF(pos, conn, link)->active, t);
   conn *cn = ch->cur;
-  if ((cn->state == CONN_CONNECTING || cn->state == CONN_HANDSHAKING) && cn->connect_deadline < t)
+  if ((cn->state == CONN_RESOLVING || cn->state == CONN_CONNECTING ||
+       cn->state == CONN_HANDSHAKING) &&
+      cn->connect_deadline < t)
     t = cn->connect_deadline;
   return t;
 }
@@ -708,18 +862,23 @@ static int64_t next_wakeup(sg_channel *ch) {
 static void conn_step(conn *cn, int64_t now) {
   short revents = cn->revents;
   cn->revents = 0;
-  if ((cn->state == CONN_CONNECTING || cn->state == CONN_HANDSHAKING) &&
+  if ((cn->state == CONN_RESOLVING || cn->state == CONN_CONNECTING ||
+       cn->state == CONN_HANDSHAKING) &&
       now >= cn->connect_deadline) {
-    conn_lost(cn, "connection timed out");
+    conn_lost(cn,
+              cn->state == CONN_RESOLVING ? "name resolution timed out" : "connection timed out");
     return;
   }
-  if (cn->state == CONN_CONNECTING && (revents & (POLLOUT | POLLERR | POLLHUP)))
+  if (cn->state == CONN_RESOLVING)
+    resolved(cn);
+  else if (cn->state == CONN_CONNECTING && (revents & (POLLOUT | POLLERR | POLLHUP)))
     connected(cn);
   else if (cn->state == CONN_HANDSHAKING && revents != 0)
     tls_step(cn);
   if (cn->state != CONN_READY && cn->state != CONN_DRAINING)
     return;
-  if (revents & (POLLIN | POLLHUP | POLLERR) || cn->want_read_for_write) {
+  if (revents & (POLLIN | POLLHUP | POLLERR) || cn->want_read_for_write ||
+      (cn->want_write_for_read && (revents & POLLOUT))) {
     cn->want_write_for_read = 0;
     if (read_in(cn) != 0)
       return;
@@ -786,8 +945,9 @@ static void poll_add(conn *cn, struct pollfd *fds, conn **owners, size_t *n) {
   if (cn->fd < 0)
     return;
   short ev = POLLIN;
-  if (cn->state == CONN_CONNECTING || cn->pending_len > cn->pending_off ||
-      cn->want_write_for_read || (cn->session != NULL && nghttp2_session_want_write(cn->session)))
+  if (cn->state == CONN_CONNECTING || cn->handshake_wants_write ||
+      cn->pending_len > cn->pending_off || cn->want_write_for_read ||
+      (cn->session != NULL && nghttp2_session_want_write(cn->session)))
     ev |= POLLOUT;
   fds[*n] = (struct pollfd){cn->fd, ev, 0};
   owners[(*n)++] = cn;
@@ -812,12 +972,13 @@ static size_t poll_set(sg_channel *ch, struct pollfd **fds, conn ***owners, size
 
 static void *io_main(void *arg) {
   sg_channel *ch = arg;
-  /* SSL_write writes to the socket with write(2): a peer that went away must give EPIPE, not
-   * kill the process. A blocked SIGPIPE raised by this thread stays pending here forever. */
-  sigset_t pipe;
-  sigemptyset(&pipe);
-  sigaddset(&pipe, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe, NULL);
+  /* Signals are the application's threads' business, not this one's (nor its resolver
+   * threads', which inherit the mask). SIGPIPE in particular: SSL_write writes to the socket
+   * with write(2), and a peer that went away must give EPIPE, not kill the process; a blocked
+   * SIGPIPE raised by this thread stays pending here forever. */
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
   struct pollfd *fds = NULL;
   conn **owners = NULL;
   size_t cap = 0;
@@ -890,8 +1051,8 @@ static int split_target(sg_channel *ch, const char *target) {
     hlen = (size_t)(close - host);
     colon = close + 1;
   } else {
-    colon = strrchr(target, ':');
-    if (colon == NULL)
+    colon = strchr(target, ':');
+    if (colon == NULL || strchr(colon + 1, ':') != NULL) /* "::1:50051": brackets needed */
       return -1;
     hlen = (size_t)(colon - target);
   }
@@ -943,18 +1104,21 @@ static SSL_CTX *client_tls(const sg_channel_options *o, const char *ca, char *er
 }
 
 sg_channel *sg_channel_new(const sg_channel_options *options, char *err, size_t errlen) {
-  sg_channel_options none = {0};
+  sg_channel_options none = {0}; /* everything from the environment */
   const sg_channel_options *o = options ? options : &none;
   sg_channel *ch = sg_calloc(1, sizeof(*ch));
   const char *target = env_or(o->target, "SEALGATE_ADDR");
   if (split_target(ch, target ? target : "127.0.0.1:50051") != 0) {
-    snprintf(err, errlen, "target \"%.100s\" is not HOST:PORT", target);
+    snprintf(err, errlen, "target \"%.100s\" is not HOST:PORT (an IPv6 address in brackets)",
+             target);
     free(ch);
     return NULL;
   }
   const char *ca = env_or(o->tls_ca_file, "SEALGATE_TLS_CA");
   const char *tls_env = getenv("SEALGATE_TLS");
-  ch->tls = o->tls >= 0 ? o->tls : (ca != NULL || (tls_env && strcmp(tls_env, "1") == 0));
+  ch->tls = o->tls == SG_TLS_ON    ? 1
+            : o->tls == SG_TLS_OFF ? 0
+                                   : ca != NULL || (tls_env && strcmp(tls_env, "1") == 0);
   snprintf(ch->server_name, sizeof(ch->server_name), "%s",
            o->tls_server_name ? o->tls_server_name : ch->host);
   if (ch->tls && (ch->ssl_ctx = client_tls(o, ca, err, errlen)) == NULL) {
@@ -967,6 +1131,7 @@ sg_channel *sg_channel_new(const sg_channel_options *options, char *err, size_t 
   sg_list_init(&ch->submit);
   sg_list_init(&ch->draining);
   ch->cur = conn_new(ch);
+  ch->refs = 1;
   pthread_mutex_init(&ch->lock, NULL);
   ch->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (ch->wake_fd < 0 || pthread_create(&ch->thread, NULL, io_main, ch) != 0)
@@ -974,14 +1139,9 @@ sg_channel *sg_channel_new(const sg_channel_options *options, char *err, size_t 
   return ch;
 }
 
-void sg_channel_free(sg_channel *ch) {
-  if (ch == NULL)
+static void channel_unref(sg_channel *ch) {
+  if (__atomic_sub_fetch(&ch->refs, 1, __ATOMIC_ACQ_REL) != 0)
     return;
-  pthread_mutex_lock(&ch->lock);
-  ch->stopping = 1;
-  pthread_mutex_unlock(&ch->lock);
-  wake(ch);
-  pthread_join(ch->thread, NULL);
   close(ch->wake_fd);
   pthread_mutex_destroy(&ch->lock);
   if (ch->ssl_ctx)
@@ -991,6 +1151,17 @@ void sg_channel_free(sg_channel *ch) {
     free(ch->api_key);
   }
   free(ch);
+}
+
+void sg_channel_free(sg_channel *ch) {
+  if (ch == NULL)
+    return;
+  pthread_mutex_lock(&ch->lock);
+  ch->stopping = 1;
+  pthread_mutex_unlock(&ch->lock);
+  wake(ch);
+  pthread_join(ch->thread, NULL); /* every call queued or running is CANCELLED now */
+  channel_unref(ch);
 }
 
 /* --- Calls --------------------------------------------------------------------------------- */
@@ -1004,8 +1175,10 @@ static call *call_new(sg_channel *ch, const char *path, const ProtobufCMessage *
                       const sg_call_options *o, int64_t deadline) {
   call *c = sg_calloc(1, sizeof(*c));
   sg_list_init(&c->link);
+  c->refs = 1;
   c->ch = ch;
-  c->path = path;
+  __atomic_add_fetch(&ch->refs, 1, __ATOMIC_RELAXED);
+  c->path = sg_strdup(path);
   c->deadline = deadline;
   c->grpc_status = -1;
   sem_init(&c->wakeup, 0, 0);
@@ -1021,7 +1194,7 @@ static call *call_new(sg_channel *ch, const char *path, const ProtobufCMessage *
   size_t n = 0;
   nv[n++] = NV(":method", "POST", 4);
   nv[n++] = NV(":scheme", ch->tls ? "https" : "http", ch->tls ? 5 : 4);
-  nv[n++] = NV(":path", path, strlen(path));
+  nv[n++] = NV(":path", c->path, strlen(c->path));
   nv[n++] = NV(":authority", ch->authority, strlen(ch->authority));
   nv[n++] = NV("te", "trailers", 8);
   nv[n++] = NV("content-type", "application/grpc", 16);
@@ -1054,7 +1227,10 @@ static call *call_new(sg_channel *ch, const char *path, const ProtobufCMessage *
   return c;
 }
 
-static void call_free(call *c) {
+static void call_unref(call *c) {
+  if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0)
+    return;
+  sg_channel *ch = c->ch;
   /* Header values this call allocated: authorization and metadata (after the fixed ones). */
   for (size_t i = 8; i < c->n_nva; i++) {
     if (c->nva[i].value == (uint8_t *)c->timeout_text)
@@ -1069,13 +1245,22 @@ static void call_free(call *c) {
   free_msgs(c);
   sg_frame_decoder_free(&c->dec);
   sem_destroy(&c->wakeup);
+  free(c->path);
   free(c);
+  channel_unref(ch);
 }
 
 /* Queues |c| for the I/O thread, waking it only if it sleeps and no wake-up is on its way: a
  * busy I/O thread takes the queue before it sleeps again. */
 static void start(sg_channel *ch, call *c) {
   pthread_mutex_lock(&ch->lock);
+  if (ch->stopping) { /* sg_channel_free was called: nothing goes out any more */
+    pthread_mutex_unlock(&ch->lock);
+    set_status(&c->status, SG_STATUS_CANCELLED, "channel closed");
+    __atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
+    return;
+  }
+  c->refs++; /* the I/O thread's; nobody else holds the call yet */
   sg_list_push(ch->submit.prev, &c->link);
   int nudge = ch->io_sleeping && !ch->wake_sent;
   if (nudge)
@@ -1092,24 +1277,31 @@ static void cancel_call(sg_channel *ch, call *c, int reason) {
   wake(ch);
 }
 
-/* Waits for a post of |c|'s semaphore, or its deadline: past it, asks the I/O thread to cancel
- * and waits for that. */
-static void wait_post(sg_channel *ch, call *c) {
-  while (c->deadline != INT64_MAX && cancel_of(c) == CANCEL_NONE) {
-    struct timespec ts = {(time_t)(c->deadline / 1000000000), (long)(c->deadline % 1000000000)};
-    if (sem_clockwait(&c->wakeup, CLOCK_MONOTONIC, &ts) == 0)
-      return;
-    if (errno == ETIMEDOUT)
-      cancel_call(ch, c, CANCEL_DEADLINE);
+/* Waits for a post of |c|'s semaphore. Returns 0, or -1 when the call's deadline passed first:
+ * then the I/O thread is asked to end the call, and the caller goes on without waiting for it
+ * (so a deadline holds even when the I/O thread is held up). */
+static int wait_post(sg_channel *ch, call *c) {
+  if (c->deadline == INT64_MAX) {
+    while (sem_wait(&c->wakeup) != 0)
+      ; /* EINTR */
+    return 0;
   }
-  while (sem_wait(&c->wakeup) != 0)
-    ; /* EINTR */
+  struct timespec ts = {(time_t)(c->deadline / 1000000000), (long)(c->deadline % 1000000000)};
+  while (sem_clockwait(&c->wakeup, CLOCK_MONOTONIC, &ts) != 0) {
+    if (errno == ETIMEDOUT) {
+      cancel_call(ch, c, CANCEL_DEADLINE);
+      return -1;
+    }
+  }
+  return 0;
 }
 
-/* Waits until |c| is done. */
-static void wait_done(sg_channel *ch, call *c) {
+/* Waits until |c| is done: 0, or -1 when its deadline passed first. */
+static int wait_done(sg_channel *ch, call *c) {
   while (!is_done(c))
-    wait_post(ch, c);
+    if (wait_post(ch, c) != 0)
+      return -1;
+  return 0;
 }
 
 /* Metadata a call may send: lower-case token names that are not reserved by gRPC or HTTP/2,
@@ -1118,7 +1310,8 @@ static int check_metadata(const sg_call_options *o, sg_status *status) {
   static const char *reserved[] = {
       "te",           "content-type",  "user-agent",           "authorization",
       "grpc-timeout", "grpc-encoding", "grpc-accept-encoding", "host",
-      "connection"};
+      "connection",   "keep-alive",    "proxy-connection",     "transfer-encoding",
+      "upgrade"};
   for (size_t i = 0; o != NULL && i < o->n_metadata; i++) {
     const sg_metadata_entry *m = &o->metadata[i];
     const char *why = NULL;
@@ -1156,7 +1349,11 @@ static int unary_once(sg_channel *ch, const char *path, const ProtobufCMessage *
                       const sg_call_options *o, int64_t deadline, sg_status *status) {
   call *c = call_new(ch, path, req, o, deadline);
   start(ch, c);
-  wait_done(ch, c);
+  if (wait_done(ch, c) != 0) {
+    set_status(status, SG_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
+    call_unref(c);
+    return status->code;
+  }
   *status = c->status;
   if (status->code == SG_STATUS_OK) {
     if (c->n_msgs != 1) {
@@ -1167,7 +1364,7 @@ static int unary_once(sg_channel *ch, const char *path, const ProtobufCMessage *
       set_status(status, SG_STATUS_INTERNAL, "could not parse the response message");
     }
   }
-  call_free(c);
+  call_unref(c);
   return status->code;
 }
 
@@ -1193,7 +1390,11 @@ int sg_channel_unary(sg_channel *ch, const char *path, const ProtobufCMessage *r
   if (check_metadata(o, status) != 0)
     return status->code;
   int64_t deadline = deadline_of(o);
-  int attempts = o && o->retry ? (o->max_attempts > 0 ? o->max_attempts : 5) : 1;
+  /* With retry: max_attempts, else as many as fit before the deadline (5 without one). */
+  int attempts = !(o && o->retry)        ? 1
+                 : o->max_attempts > 0   ? o->max_attempts
+                 : deadline != INT64_MAX ? INT32_MAX
+                                         : 5;
   for (int attempt = 1;; attempt++) {
     int code = unary_once(ch, path, req, type, resp, o, deadline, status);
     if (code != SG_STATUS_UNAVAILABLE || attempt >= attempts)
@@ -1212,6 +1413,8 @@ struct sg_stream {
   sg_channel *ch;
   call *c;
   const ProtobufCMessageDescriptor *type;
+  int ended; /* the reader saw the end (or ended it: deadline, a bad message) */
+  sg_status end_status;
 };
 
 sg_stream *sg_channel_stream_open(sg_channel *ch, const char *path, const ProtobufCMessage *req,
@@ -1233,10 +1436,23 @@ sg_stream *sg_channel_stream_open(sg_channel *ch, const char *path, const Protob
   return s;
 }
 
+static int stream_end(sg_stream *s, int code, const char *text, sg_status *status) {
+  s->ended = 1;
+  set_status(&s->end_status, code, text);
+  if (status != NULL)
+    *status = s->end_status;
+  return 0;
+}
+
 int sg_stream_next(sg_stream *s, ProtobufCMessage **message, sg_status *status) {
   sg_channel *ch = s->ch;
   call *c = s->c;
   *message = NULL;
+  if (s->ended) {
+    if (status != NULL)
+      *status = s->end_status;
+    return 0;
+  }
   msg *m;
   for (;;) {
     /* Messages that arrived before the end come first; appends happen under the lock. */
@@ -1252,38 +1468,26 @@ int sg_stream_next(sg_stream *s, ProtobufCMessage **message, sg_status *status) 
     pthread_mutex_unlock(&ch->lock);
     if (m != NULL)
       break;
-    if (done) {
-      if (status != NULL)
-        *status = c->status;
-      return 0;
-    }
-    wait_post(ch, c);
+    if (done)
+      return stream_end(s, c->status.code, c->status.message, status);
+    if (wait_post(ch, c) != 0)
+      return stream_end(s, SG_STATUS_DEADLINE_EXCEEDED, "deadline exceeded", status);
   }
   *message = protobuf_c_message_unpack(s->type, NULL, m->len, m->data);
   free(m);
   if (*message != NULL)
     return 1;
   /* The stream is over for this reader: stop the call and report INTERNAL from now on. */
-  if (!is_done(c)) {
+  if (!is_done(c))
     cancel_call(ch, c, CANCEL_USER);
-    wait_done(ch, c);
-  }
-  pthread_mutex_lock(&ch->lock);
-  free_msgs(c);
-  pthread_mutex_unlock(&ch->lock);
-  set_status(&c->status, SG_STATUS_INTERNAL, "could not parse a response message");
-  if (status != NULL)
-    *status = c->status;
-  return 0;
+  return stream_end(s, SG_STATUS_INTERNAL, "could not parse a response message", status);
 }
 
 void sg_stream_free(sg_stream *s) {
   if (s == NULL)
     return;
-  if (!is_done(s->c)) {
-    cancel_call(s->ch, s->c, CANCEL_USER);
-    wait_done(s->ch, s->c);
-  }
-  call_free(s->c);
+  if (!is_done(s->c))
+    cancel_call(s->ch, s->c, CANCEL_USER); /* the I/O thread ends it and drops its reference */
+  call_unref(s->c);
   free(s);
 }

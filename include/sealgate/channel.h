@@ -9,7 +9,10 @@
  * that returns an int returns the status code (0 = SG_STATUS_OK).
  *
  * Thread safety: a channel may be used by any number of threads at once. A stream (server
- * streaming) belongs to the thread that reads it. */
+ * streaming) belongs to the thread that reads it.
+ *
+ * Options left at zero (or a NULL options pointer) take their values from the environment:
+ * SEALGATE_ADDR, SEALGATE_API_KEY, SEALGATE_TLS ("1") and SEALGATE_TLS_CA. */
 #ifndef SEALGATE_CHANNEL_H
 #define SEALGATE_CHANNEL_H
 
@@ -27,12 +30,17 @@ extern "C" {
 typedef struct sg_channel sg_channel;
 typedef struct sg_stream sg_stream;
 
+/* sg_channel_options.tls */
+enum {
+  SG_TLS_FROM_ENV = 0, /* TLS when $SEALGATE_TLS is "1" or $SEALGATE_TLS_CA is set */
+  SG_TLS_ON = 1,       /* TLS with ALPN h2; the server's certificate and host name verified */
+  SG_TLS_OFF = 2,      /* cleartext HTTP/2 (h2c), whatever the environment says */
+};
+
 typedef struct {
   /* "host:port" ("[v6]:port"); NULL: $SEALGATE_ADDR, else "127.0.0.1:50051". */
   const char *target;
-  /* 1: TLS with ALPN h2, the server's certificate and host name verified; 0: cleartext h2c.
-   * -1: TLS when $SEALGATE_TLS is "1" or $SEALGATE_TLS_CA is set, cleartext otherwise. */
-  int tls;
+  int tls;                     /* SG_TLS_FROM_ENV, SG_TLS_ON or SG_TLS_OFF */
   const char *tls_ca_file;     /* CA bundle to trust; NULL: $SEALGATE_TLS_CA, else the system's */
   const char *tls_cert_file;   /* client certificate (mutual TLS); NULL: none */
   const char *tls_key_file;    /* its key */
@@ -40,7 +48,7 @@ typedef struct {
   /* The API key sent as "authorization: Bearer <key>" on every call; NULL: $SEALGATE_API_KEY
    * (when that is unset too, calls go without one). */
   const char *api_key;
-  int64_t connect_timeout_ms; /* 0: 10 seconds */
+  int64_t connect_timeout_ms; /* name resolution + TCP + TLS handshake; 0: 10 seconds */
 } sg_channel_options;
 
 /* One metadata entry. Names are lower-case; a name ending in "-bin" carries raw bytes (sent
@@ -55,11 +63,11 @@ typedef struct {
   /* The call's deadline, sent as grpc-timeout and enforced here; 0: none. */
   int64_t timeout_ms;
   /* Retry a call that ends UNAVAILABLE (server restarting, connection lost, database down),
-   * with exponential backoff and jitter, within the deadline. Only for calls that are safe to
-   * repeat. */
+   * with exponential backoff and full jitter, within the deadline. Only for calls that are safe
+   * to repeat. */
   int retry;
-  int max_attempts;          /* with retry: 0 means 5 */
-  const char *api_key;       /* overrides the channel's */
+  int max_attempts;    /* with retry: 0 means until the deadline (5 attempts without one) */
+  const char *api_key; /* overrides the channel's */
   const sg_metadata_entry *metadata;
   size_t n_metadata;
 } sg_call_options;
@@ -75,17 +83,18 @@ typedef struct {
  * host:port, an unreadable CA file, a certificate without its key). */
 sg_channel *sg_channel_new(const sg_channel_options *options, char *err, size_t errlen);
 
-/* Ends every call in flight with CANCELLED, closes the connection and frees the channel. */
+/* Ends every call in flight with CANCELLED, closes the connections and frees the channel. A call
+ * made after it ends CANCELLED too. Streams still open stay readable (they report CANCELLED)
+ * and are freed with sg_stream_free as usual; the channel's memory goes with the last of them. */
 void sg_channel_free(sg_channel *channel);
 
-/* Makes a unary call to |path| ("/package.Service/Method"). On SG_STATUS_OK, |*response| is a
- * message of type |response_type| that the caller frees with
+/* Makes a unary call to |path| ("/package.Service/Method"; copied). On SG_STATUS_OK, |*response| is
+ * a message of type |response_type| that the caller frees with
  * protobuf_c_message_free_unpacked(*response, NULL); otherwise it is NULL. |options| may be
  * NULL. Returns status->code. */
 int sg_channel_unary(sg_channel *channel, const char *path, const ProtobufCMessage *request,
-                     const ProtobufCMessageDescriptor *response_type,
-                     ProtobufCMessage **response, const sg_call_options *options,
-                     sg_status *status);
+                     const ProtobufCMessageDescriptor *response_type, ProtobufCMessage **response,
+                     const sg_call_options *options, sg_status *status);
 
 /* Starts a server-streaming call. Returns the stream (never NULL); its outcome comes from
  * sg_stream_next. */
@@ -96,10 +105,10 @@ sg_stream *sg_channel_stream_open(sg_channel *channel, const char *path,
 
 /* Waits for the stream's next message. Returns 1 with |*message| set (freed by the caller with
  * protobuf_c_message_free_unpacked), or 0 when the stream has ended, with |status| filled in
- * (SG_STATUS_OK for a clean end). */
+ * (SG_STATUS_OK for a clean end); every later call returns 0 with the same status. */
 int sg_stream_next(sg_stream *stream, ProtobufCMessage **message, sg_status *status);
 
-/* Cancels the stream if it is still running and frees it. */
+/* Cancels the stream if it is still running and frees it, without waiting. */
 void sg_stream_free(sg_stream *stream);
 
 #ifdef __cplusplus

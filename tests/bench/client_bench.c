@@ -367,7 +367,7 @@ int main(int argc, char **argv) {
   if (parse_args(argc, argv, &cfg) != 0)
     return 2;
   copts.target = cfg.target;
-  copts.tls = 0;
+  copts.tls = SG_TLS_OFF;
   r.channel = sg_channel_new(&copts, err, sizeof err);
   if (r.channel == NULL) {
     fprintf(stderr, "client_bench: %s\n", err);
