@@ -7,6 +7,7 @@
  * likewise comes from $SEALGATE_API_KEY or --api-key-file. */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,29 @@
 #include "sealgate/v1/secret_store.sg.h"
 
 #define MAX_VALUE_BYTES (64 * 1024) /* SPEC §2: values are 1 byte to 64 KiB */
+
+/* Everything meant for stdout goes here first and reaches stdout when the command ends well:
+ * a command that fails half-way (a list whose second page fails) prints nothing on stdout,
+ * rather than half a table or unparseable JSON. */
+static FILE *out;
+static char *out_buf;
+static size_t out_len;
+static int out_discard;
+
+#define PUTC(c) fputc((c), out)
+
+static void out_open(void) {
+  out = open_memstream(&out_buf, &out_len);
+  if (out == NULL)
+    sg_fatal("open_memstream failed");
+}
+
+static void out_close(void) {
+  fclose(out);
+  if (!out_discard && out_len > 0)
+    fwrite(out_buf, 1, out_len, stdout);
+  free(out_buf);
+}
 
 /* Exit statuses. */
 enum {
@@ -115,14 +139,14 @@ static void parse(const char *usage, const char *what, const sg_flag *own, size_
   g.usage = usage;
   int rv = sg_flags_parse(all, n, argc, argv, pos, err, sizeof(err));
   if (rv == SG_FLAGS_HELP) {
-    printf("usage: %s\n\n%s\n", usage, what);
+    fprintf(out, "usage: %s\n\n%s\n", usage, what);
     if (n_own > 0) {
-      printf("\nflags:\n");
+      fprintf(out, "\nflags:\n");
       sg_flags_usage(stdout, own, n_own);
     }
-    printf("\nglobal flags:\n");
+    fprintf(out, "\nglobal flags:\n");
     sg_flags_usage(stdout, global, SG_ARRAY_LEN(global));
-    printf("  %-36s %s [%s]\n", "(environment only)", "the API key", "SEALGATE_API_KEY");
+    fprintf(out, "  %-36s %s [%s]\n", "(environment only)", "the API key", "SEALGATE_API_KEY");
     free(all);
     exit(0);
   }
@@ -137,26 +161,35 @@ static void parse(const char *usage, const char *what, const sg_flag *own, size_
                     "named by --from-file)");
 }
 
+/* Reads at most |max| + 1 bytes of |path| ("-": stdin) with read(2), so that no stdio buffer
+ * keeps a copy of a secret; the caller checks the length against |max|. Exits when the file
+ * cannot be read. */
 static char *read_small_file(const char *path, size_t max, size_t *len_out, const char *what) {
-  FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-  if (f == NULL) {
+  int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
     fprintf(stderr, "sealctl: cannot open %s %s: %s\n", what, path, strerror(errno));
     exit(EXIT_USAGE);
   }
-  char *buf = sg_malloc(max + 1);
-  size_t len = fread(buf, 1, max + 1, f);
-  int failed = ferror(f);
-  if (f != stdin)
-    fclose(f);
-  if (failed || len > max) {
-    explicit_bzero(buf, max + 1); /* it may hold a secret value */
-    free(buf);
-    if (failed)
-      fprintf(stderr, "sealctl: cannot read %s %s\n", what, path);
-    else
-      fprintf(stderr, "sealctl: %s %s is larger than %zu bytes\n", what, path, max);
-    exit(EXIT_USAGE);
+  char *buf = sg_malloc(max + 2);
+  size_t len = 0;
+  while (len < max + 1) {
+    ssize_t n = read(fd, buf + len, max + 1 - len);
+    if (n == 0)
+      break;
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      int err = errno;
+      explicit_bzero(buf, max + 2); /* it may hold a secret value */
+      free(buf);
+      fprintf(stderr, "sealctl: cannot read %s %s: %s\n", what, path, strerror(err));
+      exit(EXIT_USAGE);
+    }
+    len += (size_t)n;
   }
+  if (fd != STDIN_FILENO)
+    close(fd);
+  buf[len] = '\0';
   *len_out = len;
   return buf;
 }
@@ -169,23 +202,36 @@ static size_t strip_newline(const char *s, size_t len) {
   return len;
 }
 
+static int have_api_key(void) {
+  const char *env_key = getenv("SEALGATE_API_KEY");
+  return g.api_key_file != NULL || (env_key != NULL && env_key[0] != '\0');
+}
+
+static void need_api_key(void) {
+  if (have_api_key())
+    return;
+  fprintf(stderr, "sealctl: no API key: set SEALGATE_API_KEY to your organization's key "
+                  "(sealgate admin create-org prints one), or pass --api-key-file FILE\n");
+  exit(EXIT_USAGE);
+}
+
 /* Opens the channel with the global flags. */
 static void connect_channel(int needs_key) {
+  if (needs_key)
+    need_api_key();
   if (g.api_key_file != NULL) {
     size_t len;
     g.api_key = read_small_file(g.api_key_file, 1024, &len, "API key file");
+    if (len > 1024) {
+      fprintf(stderr, "sealctl: the API key file %s is larger than an API key\n", g.api_key_file);
+      exit(EXIT_USAGE);
+    }
     len = strip_newline(g.api_key, len);
     g.api_key[len] = '\0';
   }
-  const char *env_key = getenv("SEALGATE_API_KEY");
-  if (needs_key && g.api_key == NULL && (env_key == NULL || env_key[0] == '\0')) {
-    fprintf(stderr, "sealctl: no API key: set SEALGATE_API_KEY to your organization's key "
-                    "(sealgate admin create-org prints one), or pass --api-key-file FILE\n");
-    exit(EXIT_USAGE);
-  }
   sg_channel_options o = {
       .target = g.addr,
-      .tls = g.tls || g.tls_ca != NULL || g.tls_cert != NULL ? 1 : -1,
+      .tls = g.tls || g.tls_ca != NULL || g.tls_cert != NULL ? SG_TLS_ON : SG_TLS_FROM_ENV,
       .tls_ca_file = g.tls_ca,
       .tls_cert_file = g.tls_cert,
       .tls_key_file = g.tls_key,
@@ -212,28 +258,51 @@ static void disconnect(void) {
   }
 }
 
+/* Whether a method only reads: safe to run again whatever happened. */
+static int is_read(const char *method) {
+  return strncmp(method, "Get", 3) == 0 || strncmp(method, "List", 4) == 0 ||
+         strncmp(method, "Health", 6) == 0;
+}
+
 /* Reports a failed call with what to do about it, and exits. */
 static void fail(const char *method, const sg_status *st, const char *not_found_hint) {
+  out_discard = 1;
   fprintf(stderr, "sealctl: %s: %s\n", sg_status_code_name(st->code),
           st->message[0] ? st->message : "(no message)");
   const char *hint = NULL;
-  char buf[256];
+  char buf[320];
+  int code = EXIT_FAILED;
+  const char *addr = g.addr                    ? g.addr
+                     : getenv("SEALGATE_ADDR") ? getenv("SEALGATE_ADDR")
+                                               : "127.0.0.1:50051";
   switch (st->code) {
   case SG_STATUS_UNAUTHENTICATED:
     hint = "the API key was refused: set SEALGATE_API_KEY (or --api-key-file) to a valid key of "
            "your organization";
     break;
   case SG_STATUS_UNAVAILABLE:
+    if (strstr(st->message, "certificate") != NULL) {
+      hint = "the gateway's certificate is not trusted for this name: give the CA that signed it "
+             "with --tls-ca (SEALGATE_TLS_CA), or the name it carries with --tls-server-name";
+      break;
+    }
     snprintf(buf, sizeof(buf),
-             "is sealgate running at %s? Set SEALGATE_ADDR or --addr (and --tls-ca for TLS); "
-             "the command is safe to run again",
-             g.addr                    ? g.addr
-             : getenv("SEALGATE_ADDR") ? getenv("SEALGATE_ADDR")
-                                       : "127.0.0.1:50051");
+             "is sealgate running at %s? Set SEALGATE_ADDR or --addr (and --tls-ca for TLS). %s",
+             addr,
+             is_read(method) ? "Running the command again is safe."
+                             : "The change may or may not have been made: check (get or list) "
+                               "before running it again.");
     hint = buf;
+    code = EXIT_UNAVAILABLE;
     break;
   case SG_STATUS_DEADLINE_EXCEEDED:
-    hint = "the gateway did not answer in time: try again, or allow longer with --deadline";
+    snprintf(buf, sizeof(buf),
+             "the gateway did not answer in time: allow longer with --deadline. %s",
+             is_read(method) ? "Running the command again is safe."
+                             : "The change may or may not have been made: check (get or list) "
+                               "before running it again.");
+    hint = buf;
+    code = EXIT_UNAVAILABLE;
     break;
   case SG_STATUS_NOT_FOUND:
     hint = not_found_hint;
@@ -262,29 +331,53 @@ static void fail(const char *method, const sg_status *st, const char *not_found_
   if (hint != NULL)
     fprintf(stderr, "hint: %s\n", hint);
   disconnect();
-  exit(st->code == SG_STATUS_UNAVAILABLE || st->code == SG_STATUS_DEADLINE_EXCEEDED
-           ? EXIT_UNAVAILABLE
-           : EXIT_FAILED);
+  exit(code);
 }
 
 /* --- Printing messages: JSON ------------------------------------------------------------------ */
 
-static void json_string(const char *s, size_t len) {
-  putchar('"');
+/* The length of the valid UTF-8 sequence at |p| (at most |left| bytes), or 0. */
+static size_t utf8_seq(const unsigned char *p, size_t left) {
+  size_t n = p[0] >= 0xf0 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 ? 2 : 0;
+  if (n == 0 || n > left || p[0] > 0xf4)
+    return 0;
+  for (size_t i = 1; i < n; i++)
+    if ((p[i] & 0xc0) != 0x80)
+      return 0;
+  if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] >= 0xa0) ||
+      (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] >= 0x90))
+    return 0; /* overlong, a surrogate, or past U+10FFFF */
+  return n;
+}
+
+/* A JSON string: control characters escaped, bytes that are not UTF-8 as U+FFFD, so that the
+ * output always parses whatever the server sent. */
+static void json_string(const char *str, size_t len) {
+  const unsigned char *s = (const unsigned char *)str;
+  PUTC('"');
   for (size_t i = 0; i < len; i++) {
-    unsigned char c = (unsigned char)s[i];
+    unsigned char c = s[i];
     if (c == '"' || c == '\\')
-      printf("\\%c", c);
+      fprintf(out, "\\%c", c);
     else if (c == '\n')
-      fputs("\\n", stdout);
+      fputs("\\n", out);
     else if (c == '\t')
-      fputs("\\t", stdout);
+      fputs("\\t", out);
     else if (c < 0x20 || c == 0x7f)
-      printf("\\u%04x", c);
-    else
-      putchar(c);
+      fprintf(out, "\\u%04x", c);
+    else if (c < 0x80)
+      PUTC(c);
+    else {
+      size_t n = utf8_seq(s + i, len - i);
+      if (n == 0) {
+        fputs("\\ufffd", out);
+      } else {
+        fwrite(s + i, 1, n, out);
+        i += n - 1;
+      }
+    }
   }
-  putchar('"');
+  PUTC('"');
 }
 
 /* A map<K, V> field is a repeated message "…Entry" of two fields, key and value. */
@@ -310,31 +403,31 @@ static void json_value(const ProtobufCFieldDescriptor *f, const void *p, int ind
     break;
   }
   case PROTOBUF_C_TYPE_BOOL:
-    fputs(*(const protobuf_c_boolean *)p ? "true" : "false", stdout);
+    fputs(*(const protobuf_c_boolean *)p ? "true" : "false", out);
     break;
   case PROTOBUF_C_TYPE_INT32:
   case PROTOBUF_C_TYPE_SINT32:
   case PROTOBUF_C_TYPE_SFIXED32:
-    printf("%d", *(const int32_t *)p);
+    fprintf(out, "%d", *(const int32_t *)p);
     break;
   case PROTOBUF_C_TYPE_UINT32:
   case PROTOBUF_C_TYPE_FIXED32:
-    printf("%u", *(const uint32_t *)p);
+    fprintf(out, "%u", *(const uint32_t *)p);
     break;
   case PROTOBUF_C_TYPE_INT64:
   case PROTOBUF_C_TYPE_SINT64:
   case PROTOBUF_C_TYPE_SFIXED64:
-    printf("%lld", (long long)*(const int64_t *)p);
+    fprintf(out, "%lld", (long long)*(const int64_t *)p);
     break;
   case PROTOBUF_C_TYPE_UINT64:
   case PROTOBUF_C_TYPE_FIXED64:
-    printf("%llu", (unsigned long long)*(const uint64_t *)p);
+    fprintf(out, "%llu", (unsigned long long)*(const uint64_t *)p);
     break;
   case PROTOBUF_C_TYPE_FLOAT:
-    printf("%g", (double)*(const float *)p);
+    fprintf(out, "%g", (double)*(const float *)p);
     break;
   case PROTOBUF_C_TYPE_DOUBLE:
-    printf("%g", *(const double *)p);
+    fprintf(out, "%g", *(const double *)p);
     break;
   case PROTOBUF_C_TYPE_ENUM: {
     const ProtobufCEnumValue *v =
@@ -342,7 +435,7 @@ static void json_value(const ProtobufCFieldDescriptor *f, const void *p, int ind
     if (v != NULL)
       json_string(v->name, strlen(v->name));
     else
-      printf("%d", *(const int *)p);
+      fprintf(out, "%d", *(const int *)p);
     break;
   }
   case PROTOBUF_C_TYPE_MESSAGE:
@@ -373,26 +466,26 @@ static size_t value_size(const ProtobufCFieldDescriptor *f) {
 }
 
 static void newline_indent(int indent) {
-  printf("\n%*s", indent * 2, "");
+  fprintf(out, "\n%*s", indent * 2, "");
 }
 
 /* Every field is printed, also at its default, so that scripts find every key. Field names are
  * those of the .proto (snake_case); 64-bit integers are JSON numbers. */
 static void json_message(const ProtobufCMessage *m, int indent) {
   if (m == NULL) {
-    fputs("null", stdout);
+    fputs("null", out);
     return;
   }
   const ProtobufCMessageDescriptor *d = m->descriptor;
-  putchar('{');
+  PUTC('{');
   for (unsigned i = 0; i < d->n_fields; i++) {
     const ProtobufCFieldDescriptor *f = &d->fields[i];
     const char *base = (const char *)m + f->offset;
     if (i > 0)
-      putchar(',');
+      PUTC(',');
     newline_indent(indent + 1);
     json_string(f->name, strlen(f->name));
-    fputs(": ", stdout);
+    fputs(": ", out);
     if (f->label != PROTOBUF_C_LABEL_REPEATED) {
       json_value(f, base, indent + 1);
       continue;
@@ -400,17 +493,17 @@ static void json_message(const ProtobufCMessage *m, int indent) {
     size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
     const char *items = *(char *const *)base;
     int map = f->type == PROTOBUF_C_TYPE_MESSAGE && is_map_entry(f->descriptor);
-    putchar(map ? '{' : '[');
+    PUTC(map ? '{' : '[');
     for (size_t k = 0; k < n; k++) {
       const void *item = items + k * value_size(f);
       if (k > 0)
-        putchar(',');
+        PUTC(',');
       newline_indent(indent + 2);
       if (map) {
         const ProtobufCMessage *e = *(ProtobufCMessage *const *)item;
         const ProtobufCMessageDescriptor *ed = e->descriptor;
         json_value(&ed->fields[0], (const char *)e + ed->fields[0].offset, indent + 2);
-        fputs(": ", stdout);
+        fputs(": ", out);
         json_value(&ed->fields[1], (const char *)e + ed->fields[1].offset, indent + 2);
       } else {
         json_value(f, item, indent + 2);
@@ -418,11 +511,11 @@ static void json_message(const ProtobufCMessage *m, int indent) {
     }
     if (n > 0)
       newline_indent(indent + 1);
-    putchar(map ? '}' : ']');
+    PUTC(map ? '}' : ']');
   }
   if (d->n_fields > 0)
     newline_indent(indent);
-  putchar('}');
+  PUTC('}');
 }
 
 /* --- Printing messages: text ------------------------------------------------------------------ */
@@ -446,17 +539,34 @@ static void sb_str(sbuf *b, const char *s) {
   sb_add(b, s, strlen(s));
 }
 
+/* Text from the server, for a terminal: control characters (escape sequences, newlines that
+ * would break a table) shown as \xNN. */
+static void sb_text(sbuf *b, const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x20 || c == 0x7f) {
+      char esc[5];
+      snprintf(esc, sizeof(esc), "\\x%02x", c);
+      sb_add(b, esc, 4);
+    } else {
+      sb_add(b, s + i, 1);
+    }
+  }
+}
+
 static void text_message(sbuf *b, const ProtobufCMessage *m);
 
 static void text_value(sbuf *b, const ProtobufCFieldDescriptor *f, const void *p) {
   char num[32];
   switch (f->type) {
-  case PROTOBUF_C_TYPE_STRING:
-    sb_str(b, *(char *const *)p ? *(char *const *)p : "");
+  case PROTOBUF_C_TYPE_STRING: {
+    const char *str = *(char *const *)p ? *(char *const *)p : "";
+    sb_text(b, str, strlen(str));
     return;
+  }
   case PROTOBUF_C_TYPE_BYTES: {
     const ProtobufCBinaryData *bin = p;
-    sb_add(b, (const char *)bin->data, bin->len);
+    sb_text(b, (const char *)bin->data, bin->len);
     return;
   }
   case PROTOBUF_C_TYPE_MESSAGE:
@@ -542,13 +652,13 @@ static void print_object(const ProtobufCMessage *m) {
       size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
       ProtobufCMessage *const *entries =
           *(ProtobufCMessage *const *const *)((const char *)m + f->offset);
-      printf("%s:%s\n", f->name, n == 0 ? " -" : "");
+      fprintf(out, "%s:%s\n", f->name, n == 0 ? " -" : "");
       for (size_t k = 0; k < n; k++) {
         const ProtobufCMessageDescriptor *ed = entries[k]->descriptor;
         sbuf key = {0}, value = {0};
         text_value(&key, &ed->fields[0], (const char *)entries[k] + ed->fields[0].offset);
         text_value(&value, &ed->fields[1], (const char *)entries[k] + ed->fields[1].offset);
-        printf("  %s=%s\n", key.data ? key.data : "", value.data ? value.data : "");
+        fprintf(out, "  %s=%s\n", key.data ? key.data : "", value.data ? value.data : "");
         free(key.data);
         free(value.data);
       }
@@ -564,14 +674,14 @@ static void print_object(const ProtobufCMessage *m) {
         char name[128];
         snprintf(name, sizeof(name), "%s.%s", f->name, sd->fields[k].name);
         int pad = width - (int)strlen(name);
-        printf("%s:%*s %s\n", name, pad > 0 ? pad : 0, "", v.len ? v.data : "-");
+        fprintf(out, "%s:%*s %s\n", name, pad > 0 ? pad : 0, "", v.len ? v.data : "-");
         free(v.data);
       }
       continue;
     }
     sbuf v = {0};
     text_field(&v, m, f);
-    printf("%s:%*s %s\n", f->name, width - (int)strlen(f->name), "", v.len ? v.data : "-");
+    fprintf(out, "%s:%*s %s\n", f->name, width - (int)strlen(f->name), "", v.len ? v.data : "-");
     free(v.data);
   }
 }
@@ -620,18 +730,18 @@ static void table_print(table *t, const char *none) {
   }
   for (size_t c = 0; c < t->n_cols; c++) {
     for (const char *p = t->columns[c]; *p; p++)
-      putchar(toupper((unsigned char)*p));
-    printf("%*s", c + 1 < t->n_cols ? (int)(width[c] - strlen(t->columns[c]) + 2) : 0, "");
+      PUTC(toupper((unsigned char)*p));
+    fprintf(out, "%*s", c + 1 < t->n_cols ? (int)(width[c] - strlen(t->columns[c]) + 2) : 0, "");
   }
-  putchar('\n');
+  PUTC('\n');
   for (size_t r = 0; r < t->n_rows; r++) {
     for (size_t c = 0; c < t->n_cols; c++) {
       sbuf *cell = &t->cells[r * t->n_cols + c];
-      fputs(cell->data, stdout);
-      printf("%*s", c + 1 < t->n_cols ? (int)(width[c] - cell->len + 2) : 0, "");
+      fputs(cell->data, out);
+      fprintf(out, "%*s", c + 1 < t->n_cols ? (int)(width[c] - cell->len + 2) : 0, "");
       free(cell->data);
     }
-    putchar('\n');
+    PUTC('\n');
   }
   free(t->cells);
 }
@@ -640,7 +750,7 @@ static void table_print(table *t, const char *none) {
 static void show(const ProtobufCMessage *m) {
   if (g.json) {
     json_message(m, 0);
-    putchar('\n');
+    PUTC('\n');
   } else {
     print_object(m);
   }
@@ -649,9 +759,9 @@ static void show(const ProtobufCMessage *m) {
 /* Prints the result of a call that returns nothing (google.protobuf.Empty). */
 static void show_done(const char *text, const char *id) {
   if (g.json)
-    printf("{}\n");
+    fprintf(out, "{}\n");
   else
-    printf("%s %s\n", text, id);
+    fprintf(out, "%s %s\n", text, id);
 }
 
 /* --- Listing with pages ----------------------------------------------------------------------- */
@@ -671,7 +781,7 @@ static void listing_start(listing *l, const char *items_field, const char *const
                  .first_item = 1,
                  .none = none};
   if (g.json)
-    printf("{\n  \"%s\": [", items_field);
+    fprintf(out, "{\n  \"%s\": [", items_field);
 }
 
 /* Adds a page's items. */
@@ -682,7 +792,7 @@ static void listing_page(listing *l, const ProtobufCMessage *page) {
       *(ProtobufCMessage *const *const *)((const char *)page + f->offset);
   for (size_t i = 0; i < n; i++) {
     if (g.json) {
-      printf(l->first_item ? "\n    " : ",\n    ");
+      fprintf(out, l->first_item ? "\n    " : ",\n    ");
       json_message(items[i], 2);
       l->first_item = 0;
     } else {
@@ -693,12 +803,12 @@ static void listing_page(listing *l, const ProtobufCMessage *page) {
 
 static void listing_end(listing *l, const char *next_page_token, int paged) {
   if (g.json) {
-    printf(l->first_item ? "]" : "\n  ]");
+    fprintf(out, l->first_item ? "]" : "\n  ]");
     if (paged) {
-      printf(",\n  \"next_page_token\": ");
+      fprintf(out, ",\n  \"next_page_token\": ");
       json_string(next_page_token, strlen(next_page_token));
     }
-    printf("\n}\n");
+    fprintf(out, "\n}\n");
     return;
   }
   table_print(&l->t, l->none);
@@ -861,7 +971,7 @@ static const char *const secret_cols[] = {"name",      "version",      "allowed_
 /* Reads the value typed at a terminal, without echo. */
 static char *read_hidden(const char *name, size_t *len) {
   struct termios old, quiet;
-  fprintf(stderr, "value of %s (not shown): ", name);
+  fprintf(stderr, "value of %s (one line, not shown): ", name);
   fflush(stderr);
   int restore = tcgetattr(STDIN_FILENO, &old) == 0;
   if (restore) {
@@ -870,6 +980,7 @@ static char *read_hidden(const char *name, size_t *len) {
     tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
   }
   char *buf = sg_malloc(MAX_VALUE_BYTES + 2);
+  setvbuf(stdin, NULL, _IONBF, 0); /* no stdio buffer keeps a copy */
   char *got = fgets(buf, MAX_VALUE_BYTES + 2, stdin);
   if (restore)
     tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
@@ -895,20 +1006,27 @@ static int secrets_set(int argc, char **argv) {
         "Sets a secret (a new version of it if it exists). The value is read from stdin, or from "
         "--from-file; never from the command line. A terminal is asked without echo.",
         own, SG_ARRAY_LEN(own), argc, argv, &pos, 2, 2);
+  /* Refusals that need no value come before the value is typed or read. */
+  need_api_key();
+  if (from_file == NULL && g.api_key_file != NULL && strcmp(g.api_key_file, "-") == 0)
+    die_usage("%s", "stdin cannot hold both the API key and the value: use --from-file");
   size_t len;
   char *value;
   if (from_file == NULL && isatty(STDIN_FILENO))
     value = read_hidden(pos.args[1], &len);
   else
-    value = read_small_file(from_file ? from_file : "-", MAX_VALUE_BYTES + 2, &len, "value from");
+    value = read_small_file(from_file ? from_file : "-", MAX_VALUE_BYTES + 1, &len, "value from");
   if (!keep_newline)
     len = strip_newline(value, len);
-  if (len == 0 || len > MAX_VALUE_BYTES) {
+  const char *bad = len == 0                ? "empty (give it on stdin or with --from-file FILE)"
+                    : len > MAX_VALUE_BYTES ? "larger than 64 KiB, the most a secret may hold"
+                    : memchr(value, 0, len) ? "contains a NUL byte: values are text (UTF-8); "
+                                              "encode a binary secret, e.g. in base64"
+                                            : NULL;
+  if (bad != NULL) {
     explicit_bzero(value, MAX_VALUE_BYTES + 2);
     free(value);
-    fprintf(stderr, "sealctl: value: %s\n",
-            len == 0 ? "empty (give it on stdin or with --from-file FILE)"
-                     : "larger than 64 KiB, the most a secret may hold");
+    fprintf(stderr, "sealctl: value: %s\n", bad);
     return EXIT_USAGE;
   }
   value[len] = '\0';
@@ -922,7 +1040,7 @@ static int secrets_set(int argc, char **argv) {
   Sealgate__V1__SecretEntry *resp;
   sg_status st;
   int code = sealgate_v1_secret_service_set_secret(g.ch, &req, &resp, &g.call, &st);
-  explicit_bzero(value, MAX_VALUE_BYTES + 2);
+  explicit_bzero(value, MAX_VALUE_BYTES + 2); /* the channel cleared its own copy */
   free(value);
   if (code != SG_STATUS_OK)
     fail("SetSecret", &st, store_not_found);
@@ -980,17 +1098,17 @@ static const char sandbox_not_found[] = "list your sandboxes with `sealctl sandb
 
 /* KEY=VALUE entries of --env into map entries. */
 static Sealgate__V1__CreateSandboxRequest__EnvEntry **env_entries(const sg_strlist *env) {
-  Sealgate__V1__CreateSandboxRequest__EnvEntry **out = sg_calloc(env->n + 1, sizeof(*out));
+  Sealgate__V1__CreateSandboxRequest__EnvEntry **entries = sg_calloc(env->n + 1, sizeof(*entries));
   for (size_t i = 0; i < env->n; i++) {
     const char *eq = strchr(env->items[i], '=');
     if (eq == NULL || eq == env->items[i])
       die_usage("--env \"%.64s\" is not KEY=VALUE", env->items[i]);
-    out[i] = sg_malloc(sizeof(*out[i]));
-    sealgate__v1__create_sandbox_request__env_entry__init(out[i]);
-    out[i]->key = sg_strndup(env->items[i], (size_t)(eq - env->items[i]));
-    out[i]->value = (char *)eq + 1;
+    entries[i] = sg_malloc(sizeof(*entries[i]));
+    sealgate__v1__create_sandbox_request__env_entry__init(entries[i]);
+    entries[i]->key = sg_strndup(env->items[i], (size_t)(eq - env->items[i]));
+    entries[i]->value = (char *)eq + 1;
   }
-  return out;
+  return entries;
 }
 
 static int sandboxes_create(int argc, char **argv) {
@@ -1189,7 +1307,7 @@ static int sandboxes_run(int argc, char **argv) {
   if (g.json) {
     show(&resp->base);
   } else {
-    fputs(resp->stdout, stdout);
+    fputs(resp->stdout, out);
     fputs(resp->stderr, stderr);
   }
   protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -1355,7 +1473,7 @@ static int health(int argc, char **argv) {
   if (g.json)
     show(&resp->base);
   else
-    printf("%s\n", v ? v->name : "UNKNOWN");
+    fprintf(out, "%s\n", v ? v->name : "UNKNOWN");
   protobuf_c_message_free_unpacked(&resp->base, NULL);
   return serving ? 0 : EXIT_FAILED;
 }
@@ -1394,35 +1512,37 @@ static const command commands[] = {
     {"health", NULL, health, "check that the gateway serves"},
 };
 
-static void usage(FILE *out, const char *group) {
-  fprintf(out, "usage: sealctl %s COMMAND [ARGS] [flags]\n\n", group ? group : "GROUP");
+static void usage(FILE *to, const char *group) {
+  fprintf(to, "usage: sealctl %s COMMAND [ARGS] [flags]\n\n", group ? group : "GROUP");
   if (group == NULL)
     fprintf(out,
             "sealctl talks to a sealgate gateway (%s). Set SEALGATE_ADDR to its gRPC "
             "address and\nSEALGATE_API_KEY to your organization's API key.\n\n",
             sealgate_version());
-  fprintf(out, "commands:\n");
+  fprintf(to, "commands:\n");
   for (size_t i = 0; i < SG_ARRAY_LEN(commands); i++) {
     const command *c = &commands[i];
     if (group != NULL && strcmp(group, c->group) != 0)
       continue;
     char name[64];
     snprintf(name, sizeof(name), "%s%s%s", c->group, c->verb ? " " : "", c->verb ? c->verb : "");
-    fprintf(out, "  %-38s %s\n", name, c->summary);
+    fprintf(to, "  %-38s %s\n", name, c->summary);
   }
-  fprintf(out, "\nEvery command takes --help, --json and the global flags (--addr, --tls-ca, "
-               "--deadline, ...).\nExit status: 0 done, 1 the gateway refused, 2 usage, 3 "
-               "gateway unreachable (retry).\n");
+  fprintf(to, "\nEvery command takes --help, --json and the global flags (--addr, --tls-ca, "
+              "--deadline, ...).\nExit status: 0 done, 1 the gateway refused, 2 usage, 3 "
+              "gateway unreachable (retry).\n");
 }
 
 int main(int argc, char **argv) {
+  out_open();
+  atexit(out_close);
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
       strcmp(argv[1], "help") == 0) {
-    usage(argc < 2 ? stderr : stdout, NULL);
+    usage(argc < 2 ? stderr : out, NULL);
     return argc < 2 ? EXIT_USAGE : 0;
   }
   if (strcmp(argv[1], "--version") == 0) {
-    printf("sealctl %s\n", sealgate_version());
+    fprintf(out, "sealctl %s\n", sealgate_version());
     return 0;
   }
   int known_group = 0;
@@ -1449,6 +1569,6 @@ int main(int argc, char **argv) {
             argc > 2 ? "sealctl: unknown command \"%s %.64s\"\n\n"
                      : "sealctl: \"%s\" needs a command\n\n",
             argv[1], argc > 2 ? argv[2] : "");
-  usage(help ? stdout : stderr, argv[1]);
+  usage(help ? out : stderr, argv[1]);
   return help ? 0 : EXIT_USAGE;
 }

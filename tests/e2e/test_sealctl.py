@@ -178,6 +178,19 @@ class SealctlTest(unittest.TestCase):
         self.assertEqual(r.json()["version"], 1)
         self.assertEqual(self.ok("secrets", "list", store["id"], "--json").json()["secrets"][0]
                          ["name"], "TOKEN")
+        # A NUL byte would cut the value short on the way (proto3 strings are text).
+        r = self.sealctl("secrets", "set", store["id"], "TOKEN", stdin=b"abc\0defghij")
+        self.assertEqual(r.rc, 2)
+        self.assertIn("NUL byte", r.err)
+        # The key is checked before the value is read; stdin cannot carry both.
+        r = self.sealctl("secrets", "set", store["id"], "TOKEN", stdin=VALUE.encode(),
+                         env={"SEALGATE_API_KEY": None})
+        self.assertEqual(r.rc, 2)
+        self.assertIn("no API key", r.err)
+        r = self.sealctl("secrets", "set", store["id"], "TOKEN", "--api-key-file", "-",
+                         stdin=VALUE.encode(), env={"SEALGATE_API_KEY": None})
+        self.assertEqual(r.rc, 2)
+        self.assertIn("--from-file", r.err)
         r = self.sealctl("secrets", "set", store["id"], "TOKEN", "--from-file",
                          os.path.join(self.tmp.name, "missing"))
         self.assertEqual(r.rc, 2)
@@ -222,6 +235,10 @@ class SealctlTest(unittest.TestCase):
         self.assertEqual(r.rc, 3)
         self.assertIn("UNAVAILABLE", r.err)
         self.assertIn("is sealgate running at 127.0.0.1:1?", r.err)
+        self.assertIn("Running the command again is safe", r.err)
+        r = self.sealctl("stores", "create", "unreachable", addr="127.0.0.1:1")
+        self.assertEqual(r.rc, 3)
+        self.assertIn("check (get or list) before running it again", r.err)
 
         r = self.sealctl("stores", "get", "not-a-uuid")
         self.assertNotEqual(r.rc, 0)
@@ -246,6 +263,9 @@ class SealctlTest(unittest.TestCase):
             if r.rc == 0 or "UNIMPLEMENTED" not in r.err:
                 continue  # that service exists now: its own suite covers it
             self.assertEqual(r.rc, 1, args)
+            self.assertEqual(r.out, "")
+            r = self.sealctl(*args, "--json")  # nothing half-written on stdout either
+            self.assertEqual((r.rc, r.out), (1, ""))
             self.assertRegex(r.err, r"^sealctl: UNIMPLEMENTED: .*\nhint: this gateway does not "
                                     r"offer \w+ yet\n$")
 
@@ -273,13 +293,16 @@ class SealctlTest(unittest.TestCase):
         self.ok("stores", "list", "--tls-ca", self.tls.path("ca.pem"),
                 addr="127.0.0.1:%d" % self.server.port("grpc-tls-listen"))
         # The system's CAs do not know the test CA; a name the certificate lacks fails too.
+        # Not a passing outage: exit 1, and the hint names the flags that fix it.
         r = self.sealctl("health", "--tls", addr=addr)
-        self.assertEqual(r.rc, 3)
+        self.assertEqual(r.rc, 1)
         self.assertIn("certificate did not verify", r.err)
+        self.assertIn("--tls-ca", r.err)
         r = self.sealctl("health", "--tls-ca", self.tls.path("ca.pem"),
                          "--tls-server-name", "other.example", addr=addr)
-        self.assertEqual(r.rc, 3)
+        self.assertEqual(r.rc, 1)
         self.assertIn("certificate did not verify", r.err)
+        self.assertIn("--tls-server-name", r.err)
         r = self.sealctl("health", "--tls-ca", os.path.join(self.tmp.name, "missing.pem"),
                          addr=addr)
         self.assertEqual(r.rc, 2)
