@@ -2,8 +2,8 @@
 # Installs the Debian 12 packages sealgate needs, only those missing, so it is quick to rerun.
 #   deploy/install-deps.sh build   compilers and -dev libraries
 #   deploy/install-deps.sh run     build + PostgreSQL server binaries (for deploy/run.sh)
-#   deploy/install-deps.sh test    run + test peers (Criterion, Python grpcio, curl, ...)
-#   deploy/install-deps.sh bench   test + benchmark peers (h2load, nghttpd, grpc C++)
+#   deploy/install-deps.sh test    run + test peers (Criterion, Python grpcio, grpc C++, curl, ...)
+#   deploy/install-deps.sh bench   test + benchmark peers (h2load, nghttpd)
 set -euo pipefail
 
 build=(build-essential pkg-config meson ninja-build
@@ -12,12 +12,14 @@ build=(build-essential pkg-config meson ninja-build
 # The server binaries of PostgreSQL (initdb, pg_ctl, psql, pgbench) for the private cluster of
 # deploy/pg-local.sh; no system cluster is created (see below).
 run=("${build[@]}" postgresql-15 openssl)
+# libgrpc++-dev and g++: tests/client builds the grpc C++ health server of tests/bench as a peer
+# for the C client library.
 test=("${run[@]}" libcriterion-dev python3 python3-grpcio python3-protobuf python3-cryptography
-      protobuf-compiler-grpc curl procps)
+      protobuf-compiler-grpc libgrpc++-dev g++ curl procps)
 # Node and npm for the Node interop client (tests/interop/node), unless a node with its own npm
 # is there already (NodeSource's nodejs bundles npm and conflicts with Debian's npm package).
 command -v npm >/dev/null || test+=(nodejs npm)
-bench=("${test[@]}" nghttp2-client nghttp2-server libgrpc++-dev g++)
+bench=("${test[@]}" nghttp2-client nghttp2-server)
 
 case "${1:-build}" in
   build) want=("${build[@]}") ;;
