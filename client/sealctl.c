@@ -1299,8 +1299,10 @@ static int sandboxes_run(int argc, char **argv) {
   req.timeout_seconds = (int32_t)timeout;
   Sealgate__V1__RunCommandResponse *resp;
   sg_status st;
-  if (g.deadline_s < timeout + 10)
-    g.call.timeout_ms = (timeout + 10) * 1000;
+  /* The server's default command timeout is 60 s: wait for it, and for the answer. */
+  long long runs_for = timeout > 0 ? timeout : 60;
+  if (g.deadline_s < runs_for + 10)
+    g.call.timeout_ms = (runs_for + 10) * 1000;
   if (sealgate_v1_sandbox_service_run_command(g.ch, &req, &resp, &g.call, &st))
     fail("RunCommand", &st, sandbox_not_found);
   int exit_code = resp->exit_code;

@@ -4,7 +4,9 @@
 #   - a private PostgreSQL cluster (deploy/pg-local.sh: Unix socket only, no system service),
 #   - a root key (root.key, mode 0600, generated once),
 #   - the schema (sealgate migrate),
-#   - a first organization, whose API key is printed once, the first time.
+#   - a first organization, whose API key is printed once, the first time,
+#   - node/: the proxy CA (made at first start) and, since this runs the local process
+#     runtime (--local-runtime), every sandbox's working directory.
 # Run again, it reuses all of them and just starts. Serves gRPC on 127.0.0.1:50051 (h2c) until
 # Ctrl-C, then stops the cluster too. Extra arguments go to `sealgate serve`, e.g.
 #   deploy/run.sh --grpc-listen 0.0.0.0:50051 --threads 4
@@ -48,7 +50,8 @@ if [ ! -f "$data/org-id" ]; then
 MSG
 fi
 
-"$sealgate" serve --db "$db" --root-key-file "$data/root.key" "$@" &
+"$sealgate" serve --db "$db" --root-key-file "$data/root.key" --data-dir "$data/node" \
+  --local-runtime "$@" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true' INT TERM
 set +e

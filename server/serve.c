@@ -15,16 +15,22 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "db/migrate.h"
+#include "db/notify.h"
 #include "db/pool.h"
 #include "net/conn.h"
 #include "net/listener.h"
 #include "net/loop.h"
 #include "net/tls.h"
+#include "proxy/ca.h"
+#include "runtime/work.h"
 #include "service/api.h"
 #include "service/health.h"
 #include "service/keyring.h"
+#include "service/local_runtime.h"
 #include "service/queries.h"
 #include "service/reflection.h"
+#include "service/sandbox.h"
+#include "service/secret_store.h"
 
 extern const unsigned char sg_descriptor_set[];
 extern const size_t sg_descriptor_set_len;
@@ -46,6 +52,10 @@ typedef struct {
   long long write_timeout;
   long long shutdown_grace;
   const char *log_level, *log_format;
+  const char *data_dir;
+  int local_runtime;
+  const char *proxy_advertise;
+  const char *sandbox_ca_file;
 } serve_config;
 
 static serve_config cfg = {
@@ -61,6 +71,8 @@ static serve_config cfg = {
     .shutdown_grace = 30,
     .log_level = "info",
     .log_format = "text",
+    .proxy_advertise = "127.0.0.1:3128",
+    .sandbox_ca_file = "/etc/sealgate/proxy-ca.pem",
 };
 
 static const sg_flag flags[] = {
@@ -72,6 +84,15 @@ static const sg_flag flags[] = {
      "database connections in all (0: two per event loop)"},
     {"db-wait", SG_FLAG_INT, &cfg.db_wait, 0, 3600, "SECONDS",
      "at start-up, wait this long for the database to answer (default 30)"},
+    {"data-dir", SG_FLAG_STR, &cfg.data_dir, 0, 0, "DIR",
+     "this node's files: the proxy CA (made at first start), local-runtime directories"},
+    {"local-runtime", SG_FLAG_BOOL, &cfg.local_runtime, 0, 0, NULL,
+     "run sandboxes as local processes (RunCommand); for development and tests"},
+    {"proxy-advertise", SG_FLAG_STR, &cfg.proxy_advertise, 0, 0, "HOST:PORT",
+     "the egress proxy's address put in sandboxes' proxy.url (default 127.0.0.1:3128)"},
+    {"sandbox-ca-file", SG_FLAG_STR, &cfg.sandbox_ca_file, 0, 0, "PATH",
+     "where SSL_CERT_FILE & co. point in sandboxes without --local-runtime (the orchestrator "
+     "puts proxy.ca_cert_pem there; default /etc/sealgate/proxy-ca.pem)"},
     {"grpc-listen", SG_FLAG_STR, &cfg.grpc_listen, 0, 0, "HOST:PORT",
      "cleartext HTTP/2 (h2c, prior knowledge) gRPC listener; \"off\" for none"},
     {"grpc-tls-listen", SG_FLAG_STR, &cfg.grpc_tls_listen, 0, 0, "HOST:PORT",
@@ -187,6 +208,8 @@ static void main_count_drained(void *arg) {
 }
 
 static void worker_drained(void *arg) {
+  sg_sandbox_sweep_stop();
+  sg_secret_store_cache_drop();
   sg_db_free(sg_db_local()); /* no call is left to wait for it */
   sg_db_set_local(NULL);
   sg_loop_stop(arg);
@@ -278,6 +301,11 @@ static int check_config(void) {
                     "`(umask 077; openssl rand -hex 32 > root.key)`\n");
     return -1;
   }
+  if (cfg.data_dir == NULL) {
+    fprintf(stderr, "sealgate: --data-dir is required: a directory for this node's files (the "
+                    "proxy CA is created there at first start)\n");
+    return -1;
+  }
   sg_log_level level;
   sg_log_format format;
   if (sg_log_parse_level(cfg.log_level, &level) != 0) {
@@ -325,6 +353,8 @@ static sg_router *build_router(const sg_serve_extras *extras) {
 
 static int run(const sg_serve_extras *extras);
 
+static sg_ca *srv_ca; /* the proxy CA, from --data-dir */
+
 int sg_serve_main(int argc, char **argv, const sg_serve_extras *extras) {
   char err[512];
   int rv = sg_flags_parse(flags, SG_ARRAY_LEN(flags), argc, argv, NULL, err, sizeof(err));
@@ -342,6 +372,10 @@ int sg_serve_main(int argc, char **argv, const sg_serve_extras *extras) {
   raise_fd_limit();
   sg_log_start_writer();
   rv = run(extras);
+  sg_notify_stop();
+  if (srv_ca != NULL)
+    sg_ca_free(srv_ca);
+  srv_ca = NULL;
   sg_keyring_cleanup();
   sg_log_stop_writer();
   return rv;
@@ -375,6 +409,11 @@ static void worker_start_db(void *arg) {
   sg_db_set_local(sg_db_new(sg_loop_base(sg_loop_current()), &srv.db));
 }
 
+static void worker_start_sweep(void *arg) {
+  (void)arg;
+  sg_sandbox_sweep_start();
+}
+
 /* Everything between the checked flags and the exit status. */
 static int run(const sg_serve_extras *extras) {
   char err[512];
@@ -384,6 +423,20 @@ static int run(const sg_serve_extras *extras) {
   }
   if (check_database() != 0)
     return 1;
+  if (sg_notify_start(cfg.db) != 0)
+    sg_fatal("cannot start the cache-invalidation thread");
+  sg_ca *ca = srv_ca = sg_ca_load_or_create(cfg.data_dir, err, sizeof(err));
+  if (ca == NULL) {
+    fprintf(stderr, "sealgate: --data-dir: %s\n", err);
+    return 1;
+  }
+  if (cfg.local_runtime &&
+      sg_local_runtime_init(cfg.data_dir, sg_ca_cert_pem(ca), err, sizeof(err)) != 0) {
+    fprintf(stderr, "sealgate: --local-runtime: %s\n", err);
+    return 1;
+  }
+  sg_sandbox_config sandboxes = {cfg.proxy_advertise, sg_ca_cert_pem(ca), cfg.sandbox_ca_file};
+  sg_sandbox_configure(&sandboxes);
   sg_router *router = build_router(extras);
   const uint8_t *set =
       extras && extras->descriptor_set ? extras->descriptor_set : sg_descriptor_set;
@@ -450,6 +503,7 @@ static int run(const sg_serve_extras *extras) {
       sg_fatal("cannot start an event-loop thread");
     sg_loop_post(srv.workers[i], worker_start_db, NULL); /* before any connection arrives */
   }
+  sg_loop_post(srv.workers[0], worker_start_sweep, NULL);
   sg_logf(SG_LOG_INFO, "started", "sealgate serving with %zu event-loop threads", srv.n_workers);
 
   sg_loop_run(srv.main);
@@ -472,6 +526,7 @@ static int run(const sg_serve_extras *extras) {
   free(srv.workers);
   if (srv.tls.tls != NULL)
     SSL_CTX_free(srv.tls.tls);
+  sg_work_shutdown();
   sg_reflection_cleanup();
   sg_health_reset();
   sg_router_free(router);

@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "core/file.h"
 #include "core/mem.h"
 #include "crypto/gcm.h"
 
@@ -60,22 +61,6 @@ static void key_id(const uint8_t key[SG_KEY_LEN], char id[SG_KEY_ID_LEN + 1]) {
   OPENSSL_cleanse(md, sizeof(md));
 }
 
-/* Reads up to |cap| bytes (all of a small file); returns the count or -1. */
-static ssize_t read_all(int fd, char *buf, size_t cap) {
-  size_t n = 0;
-  while (n < cap) {
-    ssize_t r = read(fd, buf + n, cap - n);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r < 0)
-      return -1;
-    if (r == 0)
-      break;
-    n += (size_t)r;
-  }
-  return (ssize_t)n;
-}
-
 /* Checks the file behind |fd| and decodes its key into |out|. Every message names the file and
  * never the content. */
 static int load_fd(int fd, const char *path, sg_root_key *out, char *err, size_t errlen) {
@@ -94,7 +79,7 @@ static int load_fd(int fd, const char *path, sg_root_key *out, char *err, size_t
     return -1;
   }
   char buf[HEX_LEN + 3]; /* the key, "\r\n", and one byte to notice a longer file */
-  ssize_t n = read_all(fd, buf, sizeof(buf));
+  ssize_t n = sg_read_all(fd, buf, sizeof(buf));
   if (n < 0) {
     snprintf(err, errlen, "cannot read root key file %s: %s", path, strerror(errno));
     return -1;
@@ -140,28 +125,11 @@ int sg_root_key_load(const char *path, sg_root_key *out, char *err, size_t errle
   return rc;
 }
 
-static int write_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w < 0)
-      return -1;
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 /* A new file survives a crash only once its directory entry does too. Best effort: a
  * directory that cannot be opened for reading still holds a file fsync'd by the caller. */
 static void sync_parent_dir(const char *path) {
   char *copy = sg_strdup(path);
-  int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    (void)fsync(fd);
-    close(fd);
-  }
+  sg_sync_dir(dirname(copy));
   free(copy);
 }
 
@@ -184,7 +152,7 @@ int sg_root_key_generate(const char *path, char *err, size_t errlen) {
   }
   /* fchmod: a umask such as 0277 would otherwise leave the owner unable to write it back. */
   int rc =
-      fchmod(fd, 0600) == 0 && write_all(fd, text, sizeof(text)) == 0 && fsync(fd) == 0 ? 0 : -1;
+      fchmod(fd, 0600) == 0 && sg_write_all(fd, text, sizeof(text)) == 0 && fsync(fd) == 0 ? 0 : -1;
   int saved = errno;
   OPENSSL_cleanse(text, sizeof(text));
   if (close(fd) != 0 && rc == 0) {

@@ -4,6 +4,7 @@
 #include <string.h>
 
 extern const unsigned char sg_migration_0001[];
+extern const unsigned char sg_migration_0002[];
 
 static const struct {
   int version;
@@ -11,6 +12,7 @@ static const struct {
   const unsigned char *sql;
 } migrations[] = {
     {1, "0001_init", sg_migration_0001},
+    {2, "0002_sandboxes", sg_migration_0002},
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))

@@ -185,3 +185,24 @@ int sg_host_match(const char *pattern, const char *host) {
   size_t ns = strlen(dot_suffix), nh = strlen(host);
   return dot_suffix[0] == '.' && nh > ns && memcmp(host + nh - ns, dot_suffix, ns) == 0;
 }
+
+/* Nonzero if |outer| matches every host |inner| matches. */
+static int covers(const char *outer, const char *inner) {
+  if (strcmp(outer, "*") == 0 || strcmp(outer, inner) == 0)
+    return 1;
+  if (strncmp(outer, "*.", 2) != 0 || strcmp(inner, "*") == 0)
+    return 0;
+  /* "*.d" covers a host or a wildcard "*.e" below d: ending in ".d" (for "*.e", e == d is
+   * the equal case above or e ends in ".d"). */
+  const char *apex = outer + 1; /* ".d" */
+  size_t n = strlen(inner), m = strlen(apex);
+  return n > m && strcmp(inner + n - m, apex) == 0;
+}
+
+const char *sg_host_pattern_intersect(const char *a, const char *b) {
+  if (covers(a, b))
+    return b;
+  if (covers(b, a))
+    return a;
+  return NULL;
+}

@@ -29,4 +29,10 @@ int sg_host_pattern_normalize(const char *in, size_t len, char out[SG_HOST_MAX +
  * "badexample.com", anything else must be equal. */
 int sg_host_match(const char *pattern, const char *host);
 
+/* The hosts two normalized patterns both match, as one of them: |b| when |a| matches every
+ * host |b| does ("*.openai.com" and "api.openai.com" give "api.openai.com"), |a| in the
+ * converse case, NULL when they share none. Two patterns never overlap otherwise: a wildcard
+ * "*.d" and a name share hosts only when one contains the other. */
+const char *sg_host_pattern_intersect(const char *a, const char *b);
+
 #endif

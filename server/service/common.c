@@ -1,11 +1,15 @@
 #include "service/common.h"
 
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
 #include "db/pgtext.h"
 #include "db/pool.h"
 #include "google/protobuf/empty.pb-c.h"
+#include "rpc/b64.h"
 #include "service/validate.h"
 
 int sg_db_check(sg_call *call, PGresult *res, const char *not_found, const char *already_exists) {
@@ -92,4 +96,89 @@ void sg_op_reply_empty(sg_op *o, PGresult *res, const char *missing) {
   }
   Google__Protobuf__Empty empty = GOOGLE__PROTOBUF__EMPTY__INIT;
   sg_call_reply(o->call, &empty.base);
+}
+
+/* --- Page tokens (common.h) --- */
+
+#define TOKEN_TAG "1|"
+
+char *sg_page_token_make(sg_op *o, const char *key, const char *id) {
+  char raw[160];
+  int n = snprintf(raw, sizeof(raw), TOKEN_TAG "%s|%s", key, id);
+  char *out = sg_arena_alloc(sg_call_arena(o->call), SG_B64_ENCODED_CAP((size_t)n));
+  sg_b64_encode((const uint8_t *)raw, (size_t)n, out);
+  return out;
+}
+
+/* Exactly "YYYY-MM-DD HH:MM:SS.ffffff" with every field in its range. */
+static int token_time_ok(const char *t) {
+  static const char shape[] = "dddd-dd-dd dd:dd:dd.dddddd";
+  if (strlen(t) != sizeof(shape) - 1)
+    return 0;
+  for (size_t i = 0; shape[i]; i++)
+    if (shape[i] == 'd' ? (t[i] < '0' || t[i] > '9') : t[i] != shape[i])
+      return 0;
+  int month = atoi(t + 5), day = atoi(t + 8), hour = atoi(t + 11), minute = atoi(t + 14),
+      second = atoi(t + 17);
+  return month >= 1 && month <= 12 && day >= 1 && day <= 31 && hour <= 23 && minute <= 59 &&
+         second <= 59;
+}
+
+/* 8-4-4-4-12 hexadecimal digits, as PostgreSQL prints a uuid. */
+static int canonical_uuid(const char *s) {
+  if (strlen(s) != 36)
+    return 0;
+  for (int i = 0; i < 36; i++) {
+    int dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
+      return 0;
+  }
+  return 1;
+}
+
+int sg_page_token_parse(sg_op *o, const char *token) {
+  size_t len = strlen(token);
+  if (len == 0) {
+    o->values[1] = "-infinity";
+    o->values[2] = "00000000-0000-0000-0000-000000000000";
+    return 0;
+  }
+  uint8_t *raw = sg_arena_alloc(sg_call_arena(o->call), len / 4 * 3 + 3);
+  size_t n;
+  char *bar;
+  if (len > 200 || sg_b64_decode(token, len, raw, &n) != 0)
+    goto bad;
+  raw[n] = '\0';
+  if (strncmp((char *)raw, TOKEN_TAG, 2) != 0 || (bar = strchr((char *)raw + 2, '|')) == NULL)
+    goto bad;
+  *bar = '\0';
+  o->values[1] = (char *)raw + 2;
+  o->values[2] = bar + 1;
+  if (!token_time_ok(o->values[1]) || !canonical_uuid(o->values[2]))
+    goto bad;
+  return 0;
+bad:
+  snprintf(o->err, sizeof(o->err), "page_token: not a token this API returned");
+  return -1;
+}
+
+int sg_page_params(sg_op *o, int32_t page_size, const char *page_token) {
+  int32_t size;
+  if (sg_validate_page_size("page_size", page_size, &size, o->err, sizeof(o->err)) != 0 ||
+      sg_page_token_parse(o, page_token) != 0) {
+    sg_op_invalid(o);
+    return -1;
+  }
+  o->values[0] = o->org;
+  o->values[3] = sg_arena_printf(sg_call_arena(o->call), "%d", size + 1);
+  return 0;
+}
+
+int sg_page_check(sg_op *o, PGresult *res) {
+  if (res != NULL && strncmp(sg_db_sqlstate(res), "22", 2) == 0) {
+    sg_call_finish(o->call, SG_STATUS_INVALID_ARGUMENT,
+                   "page_token: not a token this API returned");
+    return 0;
+  }
+  return sg_db_check(o->call, res, NULL, NULL);
 }

@@ -52,4 +52,25 @@ char *sg_col(sg_call *call, const PGresult *res, int row, int col);
  * INTERNAL) if the database sent something that is not an array. */
 int sg_col_array(sg_call *call, const PGresult *res, int row, int col, char ***items, size_t *n);
 
+/* Keyset pagination over (created_at, id). A page token is base64 of "1|<created_at with
+ * microseconds>|<id>" of the last row returned; the next page starts strictly after it, so
+ * rows added meanwhile neither repeat nor push others out. |key| is the row's created_at as
+ * "YYYY-MM-DD HH:MM:SS.ffffff". */
+char *sg_page_token_make(sg_op *o, const char *key, const char *id);
+
+/* Reads |token| ("" for the first page) into o->values[1] (created_at) and o->values[2] (id).
+ * Returns 0, or -1 with a message naming page_token in o->err. */
+int sg_page_token_parse(sg_op *o, const char *token);
+
+/* The parameters of a keyset-paginated list: checks page_size and page_token, then sets $1 =
+ * the caller's organization (o->org), $2 and $3 = where the page starts, $4 = one row more
+ * than the page (to know whether another follows). Returns 0, or -1 after finishing the call
+ * with INVALID_ARGUMENT. */
+int sg_page_params(sg_op *o, int32_t page_size, const char *page_token);
+
+/* Like sg_db_check for a list's result, and a page token that passed the shape checks but
+ * names no real instant (February 30th: the database's data-exception class 22) is
+ * INVALID_ARGUMENT. */
+int sg_page_check(sg_op *o, PGresult *res);
+
 #endif

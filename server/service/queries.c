@@ -12,6 +12,24 @@
       s "updated_at") ", " s "version, coalesce(" RFC3339(s "last_used_at") ", ''), " s            \
                                                                             "use_count"
 
+/* "expired" is decided when read: a sandbox needs no write to expire. */
+#define SANDBOX_STATUS_SQL                                                                         \
+  "CASE WHEN stopped_at IS NOT NULL THEN 'stopped' "                                               \
+  "WHEN expires_at <= clock_timestamp() THEN 'expired' ELSE 'running' END"
+
+#define SANDBOX_COLS                                                                               \
+  "id, org_id, " SANDBOX_STATUS_SQL ", store_names, snapshot, coalesce(checkpoint_id::text, ''), " \
+  "nonce, sealed, " RFC3339("created_at") ", " RFC3339(                                            \
+      "expires_at") ", to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), "       \
+                    "coalesce(snapshot_id::text, '')"
+
+#define CHECKPOINT_COLS(c)                                                                         \
+  c "id, " c "sandbox_id, " c "name, " c                                                           \
+    "store_names, " RFC3339(c "created_at") ", " c "store_ids, " c "snapshot"
+
+#define SNAPSHOT_COLS                                                                              \
+  "id, name, base, apt_packages, pip_packages, run_commands, " RFC3339("created_at")
+
 const sg_db_stmt sg_queries[Q_COUNT] = {
     [Q_AUTH_KEY] = {"auth_key",
                     "SELECT org_id FROM api_keys WHERE digest = $1::bytea AND revoked_at IS NULL",
@@ -109,4 +127,101 @@ const sg_db_stmt sg_queries[Q_COUNT] = {
                          "AND st.org_id = $2 AND st.deleted_at IS NULL AND s.name = $3 "
                          "AND s.deleted_at IS NULL RETURNING s.id",
                          3},
+    /* The layers of a new sandbox as they stand: the base layers still alive (in order), then
+     * the store named on top (position 2^31-1), each with its live secrets' names; and the
+     * snapshot's id. Always at least one row. */
+    [Q_SANDBOX_RESOLVE] =
+        {"sandbox_resolve",
+         "WITH layers AS ("
+         "SELECT l.pos, st.id, st.name FROM unnest($2::uuid[]) WITH ORDINALITY AS l(id, pos) "
+         "JOIN secret_stores st ON st.id = l.id AND st.org_id = $1::uuid "
+         "AND st.deleted_at IS NULL "
+         "UNION ALL SELECT 2147483647, st.id, st.name FROM secret_stores st "
+         "WHERE $3 <> '' AND st.org_id = $1::uuid AND st.name = $3 AND st.deleted_at IS NULL) "
+         "SELECT la.pos, la.id, la.name, s.name, (SELECT sn.id FROM snapshots sn "
+         "WHERE $4 <> '' AND sn.org_id = $1::uuid AND sn.name = $4 AND sn.deleted_at IS NULL) "
+         "FROM (SELECT 1) AS one LEFT JOIN (layers la LEFT JOIN secrets s "
+         "ON s.store_id = la.id AND s.deleted_at IS NULL) ON true ORDER BY la.pos, s.name",
+         4},
+    /* $1 id, $2 org, $3 store ids, $4 store names, $5 snapshot, $6 snapshot id, $7 checkpoint
+     * id, $8 proxy credential digest (hex), $9 nonce, $10 sealed env (binary), $11 lifetime in
+     * seconds, $12 token digests (hex), $13 their stores, $14 their names. One statement: the
+     * sandbox and its tokens exist together or not at all. */
+    [Q_SANDBOX_CREATE] =
+        {"sandbox_create",
+         "WITH sb AS (INSERT INTO sandboxes (id, org_id, store_ids, store_names, snapshot, "
+         "snapshot_id, checkpoint_id, proxy_digest, nonce, sealed, expires_at) VALUES "
+         "($1::uuid, $2::uuid, $3::uuid[], $4::text[], $5, nullif($6, '')::uuid, "
+         "nullif($7, '')::uuid, decode($8, 'hex'), $9::bytea, $10::bytea, "
+         "clock_timestamp() + make_interval(secs => $11::int)) RETURNING " SANDBOX_COLS "), "
+         "tk AS (INSERT INTO sandbox_tokens (digest, sandbox_id, org_id, store_id, name) "
+         "SELECT decode(t.d, 'hex'), $1::uuid, $2::uuid, t.s, t.n "
+         "FROM unnest($12::text[], $13::uuid[], $14::text[]) AS t(d, s, n)) "
+         "SELECT * FROM sb",
+         14},
+    [Q_SANDBOX_GET] = {"sandbox_get",
+                       "SELECT " SANDBOX_COLS " FROM sandboxes WHERE id = $1 AND org_id = $2", 2},
+    [Q_SANDBOX_LIST] = {"sandbox_list",
+                        "SELECT " SANDBOX_COLS " FROM sandboxes WHERE org_id = $1 "
+                        "AND (created_at, id) > ($2::timestamp AT TIME ZONE 'UTC', $3::uuid) "
+                        "ORDER BY created_at, id LIMIT $4",
+                        4},
+    /* Deleting twice is not an error: the sandbox is stopped either way. */
+    [Q_SANDBOX_STOP] = {"sandbox_stop",
+                        "UPDATE sandboxes SET stopped_at = coalesce(stopped_at, clock_timestamp()) "
+                        "WHERE id = $1 AND org_id = $2 RETURNING id",
+                        2},
+    /* Kind 0: the sandbox (exists); 1: one row per layer with its store's current allowlist
+     * (a deleted store's too: its sandboxes keep working); 2: one row per token whose secret
+     * still exists, with its current allowed_hosts and its own store's allowlist. */
+    [Q_SANDBOX_HOSTS] =
+        {"sandbox_hosts",
+         "SELECT 0, '', NULL::text[], NULL::text[] FROM sandboxes "
+         "WHERE id = $1 AND org_id = $2 "
+         "UNION ALL SELECT 1, st.name, st.egress_allowlist, NULL FROM sandboxes sb "
+         "CROSS JOIN unnest(sb.store_ids) AS l(id) JOIN secret_stores st ON st.id = l.id "
+         "WHERE sb.id = $1 AND sb.org_id = $2 "
+         "UNION ALL SELECT 2, t.name, s.allowed_hosts, st.egress_allowlist "
+         "FROM sandbox_tokens t JOIN secrets s ON s.store_id = t.store_id AND s.name = t.name "
+         "AND s.deleted_at IS NULL JOIN secret_stores st ON st.id = t.store_id "
+         "WHERE t.sandbox_id = $1 AND t.org_id = $2 ORDER BY 1, 2",
+         2},
+    /* Any organization's: the local runtime's sweep of its directories. */
+    [Q_SANDBOX_ENDED] = {"sandbox_ended",
+                         "SELECT id FROM sandboxes WHERE id = ANY($1::uuid[]) "
+                         "AND (stopped_at IS NOT NULL OR expires_at <= clock_timestamp())",
+                         1},
+    /* Only from a running sandbox: the first column is the sandbox's status (no row: no such
+     * sandbox), the rest the checkpoint made (NULLs when it was not running). */
+    [Q_CHECKPOINT_CREATE] =
+        {"checkpoint_create",
+         "WITH sb AS (SELECT id, org_id, store_ids, store_names, snapshot, " SANDBOX_STATUS_SQL
+         " AS status FROM sandboxes WHERE id = $2 AND org_id = $3), "
+         "cp AS (INSERT INTO checkpoints (id, org_id, sandbox_id, name, store_ids, store_names, "
+         "snapshot) SELECT $1::uuid, org_id, id, $4, store_ids, store_names, snapshot FROM sb "
+         "WHERE status = 'running' RETURNING " CHECKPOINT_COLS(
+             "") ") "
+                 "SELECT sb.status, cp.* FROM sb LEFT JOIN cp ON true",
+         4},
+    [Q_CHECKPOINT_GET] = {"checkpoint_get",
+                          "SELECT " CHECKPOINT_COLS("") " FROM checkpoints "
+                                                        "WHERE id = $1 AND org_id = $2",
+                          2},
+    [Q_SNAPSHOT_CREATE] = {"snapshot_create",
+                           "INSERT INTO snapshots (id, org_id, name, base, apt_packages, "
+                           "pip_packages, run_commands) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                           "RETURNING " SNAPSHOT_COLS,
+                           7},
+    [Q_SNAPSHOT_GET] = {"snapshot_get",
+                        "SELECT " SNAPSHOT_COLS " FROM snapshots "
+                        "WHERE name = $1 AND org_id = $2 AND deleted_at IS NULL",
+                        2},
+    [Q_SNAPSHOT_LIST] = {"snapshot_list",
+                         "SELECT " SNAPSHOT_COLS " FROM snapshots "
+                         "WHERE org_id = $1 AND deleted_at IS NULL ORDER BY name",
+                         1},
+    [Q_SNAPSHOT_DELETE] = {"snapshot_delete",
+                           "UPDATE snapshots SET deleted_at = clock_timestamp() "
+                           "WHERE name = $1 AND org_id = $2 AND deleted_at IS NULL RETURNING id",
+                           2},
 };

@@ -1,19 +1,17 @@
 /* sealgate.v1.SecretStoreService (SPEC §2). */
 #include "service/secret_store.h"
 
-#include <ctype.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "core/mem.h"
 #include "db/pgtext.h"
 #include "db/pool.h"
-#include "rpc/b64.h"
 #include "sealgate/v1/secret_store.pb-c.h"
 #include "service/auth.h"
 #include "service/common.h"
 #include "service/queries.h"
+#include "service/rowcache.h"
 #include "service/validate.h"
 
 typedef sg_op op;
@@ -85,100 +83,78 @@ static void create_store(sg_call *call, const ProtobufCMessage *req) {
 
 /* --- GetSecretStore ------------------------------------------------------------------------ */
 
+/* Stores as this thread last read them, packed; exact across nodes (service/rowcache.h). */
+#define STORE_CACHE_SLOTS  4096
+#define STORE_CACHE_TTL_MS 30000
+
+static _Thread_local sg_rowcache *store_cache;
+
+void sg_secret_store_cache_drop(void) {
+  sg_rowcache_free(store_cache);
+  store_cache = NULL;
+}
+
+static sg_rowcache *cache(void) {
+  if (store_cache == NULL)
+    store_cache = sg_rowcache_new(STORE_CACHE_SLOTS, SG_GEN_STORES, STORE_CACHE_TTL_MS);
+  return store_cache;
+}
+
+typedef struct {
+  sg_op op;
+  uint64_t gen; /* of the store caches when the query went out */
+} get_state;
+
 static void got(void *arg, PGresult *res) {
-  op *o = arg;
-  reply_store(o, res, ((const Sealgate__V1__GetSecretStoreRequest *)o->req)->store_id, NULL);
+  get_state *st = arg;
+  op *o = &st->op;
+  const char *id = ((const Sealgate__V1__GetSecretStoreRequest *)o->req)->store_id;
+  if (!sg_db_check(o->call, res, not_found(o, id), NULL))
+    return;
+  if (PQntuples(res) == 0) {
+    sg_call_finish(o->call, SG_STATUS_NOT_FOUND, "%s", not_found(o, id));
+    return;
+  }
+  Sealgate__V1__SecretStore s;
+  if (store_from_row(o, res, 0, &s) != 0)
+    return;
+  if (st->gen != 0) {
+    size_t len = sealgate__v1__secret_store__get_packed_size(&s);
+    uint8_t *buf = sg_arena_alloc(sg_call_arena(o->call), len + 1);
+    sealgate__v1__secret_store__pack(&s, buf);
+    sg_rowcache_put(cache(), id, o->org, st->gen, buf, len);
+  }
+  sg_call_reply(o->call, &s.base);
 }
 
 static void get_authed(sg_call *call, void *arg, const char *org) {
-  (void)call;
-  op *o = arg;
+  get_state *st = arg;
+  op *o = &st->op;
+  const char *id = ((const Sealgate__V1__GetSecretStoreRequest *)o->req)->store_id;
   o->org = org;
-  sg_op_exec_on_store(o, ((const Sealgate__V1__GetSecretStoreRequest *)o->req)->store_id, NULL,
-                      Q_STORE_GET, got);
+  size_t len;
+  const uint8_t *hit = sg_rowcache_get(cache(), id, org, &len);
+  if (hit != NULL) {
+    Sealgate__V1__SecretStore *s =
+        sealgate__v1__secret_store__unpack(sg_arena_allocator(sg_call_arena(call)), len, hit);
+    if (s != NULL) {
+      sg_call_reply(call, &s->base);
+      return;
+    }
+  }
+  st->gen = sg_gen(SG_GEN_STORES);
+  sg_op_exec_on_store(o, id, NULL, Q_STORE_GET, got);
 }
 
 static void get_store(sg_call *call, const ProtobufCMessage *req) {
-  sg_auth(call, get_authed, sg_op_new(call, req, sizeof(op)));
+  sg_auth(call, get_authed, sg_op_new(call, req, sizeof(get_state)));
 }
 
 /* --- ListSecretStores ---------------------------------------------------------------------- */
 
-/* Page tokens: base64 of "1|<created_at with microseconds>|<id>", the keyset of the last row
- * returned. The next page starts strictly after it, so rows added meanwhile neither repeat
- * nor push others out. */
-#define TOKEN_TAG "1|"
-
-static char *make_token(op *o, const char *key, const char *id) {
-  char raw[160];
-  int n = snprintf(raw, sizeof(raw), TOKEN_TAG "%s|%s", key, id);
-  char *out = sg_arena_alloc(sg_call_arena(o->call), SG_B64_ENCODED_CAP((size_t)n));
-  sg_b64_encode((const uint8_t *)raw, (size_t)n, out);
-  return out;
-}
-
-/* Exactly "YYYY-MM-DD HH:MM:SS.ffffff" with every field in its range. */
-static int token_time_ok(const char *t) {
-  static const char shape[] = "dddd-dd-dd dd:dd:dd.dddddd";
-  if (strlen(t) != sizeof(shape) - 1)
-    return 0;
-  for (size_t i = 0; shape[i]; i++)
-    if (shape[i] == 'd' ? (t[i] < '0' || t[i] > '9') : t[i] != shape[i])
-      return 0;
-  int month = atoi(t + 5), day = atoi(t + 8), hour = atoi(t + 11), minute = atoi(t + 14),
-      second = atoi(t + 17);
-  return month >= 1 && month <= 12 && day >= 1 && day <= 31 && hour <= 23 && minute <= 59 &&
-         second <= 59;
-}
-
-/* 8-4-4-4-12 hexadecimal digits, as PostgreSQL prints a uuid. */
-static int canonical_uuid(const char *s) {
-  if (strlen(s) != 36)
-    return 0;
-  for (int i = 0; i < 36; i++) {
-    int dash = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
-      return 0;
-  }
-  return 1;
-}
-
-static int parse_token(op *o, const char *token) {
-  size_t len = strlen(token);
-  if (len == 0) {
-    o->values[1] = "-infinity";
-    o->values[2] = "00000000-0000-0000-0000-000000000000";
-    return 0;
-  }
-  uint8_t *raw = sg_arena_alloc(sg_call_arena(o->call), len / 4 * 3 + 3);
-  size_t n;
-  char *bar;
-  if (len > 200 || sg_b64_decode(token, len, raw, &n) != 0)
-    goto bad;
-  raw[n] = '\0';
-  if (strncmp((char *)raw, TOKEN_TAG, 2) != 0 || (bar = strchr((char *)raw + 2, '|')) == NULL)
-    goto bad;
-  *bar = '\0';
-  o->values[1] = (char *)raw + 2;
-  o->values[2] = bar + 1;
-  if (!token_time_ok(o->values[1]) || !canonical_uuid(o->values[2]))
-    goto bad;
-  return 0;
-bad:
-  snprintf(o->err, sizeof(o->err), "page_token: not a token this API returned");
-  return -1;
-}
-
 static void listed(void *arg, PGresult *res) {
   op *o = arg;
-  /* A token that passed the shape checks but names no real instant (February 30th): the
-   * database's data-exception class 22. */
-  if (res != NULL && strncmp(sg_db_sqlstate(res), "22", 2) == 0) {
-    sg_call_finish(o->call, SG_STATUS_INVALID_ARGUMENT,
-                   "page_token: not a token this API returned");
-    return;
-  }
-  if (!sg_db_check(o->call, res, NULL, NULL))
+  if (!sg_page_check(o, res))
     return;
   const Sealgate__V1__ListSecretStoresRequest *req = (const void *)o->req;
   int32_t page_size;
@@ -195,23 +171,18 @@ static void listed(void *arg, PGresult *res) {
   }
   /* One row more than the page asked for means there is a next page. */
   if (rows > shown)
-    out.next_page_token = make_token(o, PQgetvalue(res, shown - 1, STORE_PAGE_KEY),
-                                     PQgetvalue(res, shown - 1, STORE_ID));
+    out.next_page_token = sg_page_token_make(o, PQgetvalue(res, shown - 1, STORE_PAGE_KEY),
+                                             PQgetvalue(res, shown - 1, STORE_ID));
   sg_call_reply(o->call, &out.base);
 }
 
 static void list_authed(sg_call *call, void *arg, const char *org) {
+  (void)call;
   op *o = arg;
   const Sealgate__V1__ListSecretStoresRequest *req = (const void *)o->req;
-  int32_t page_size;
-  if (sg_validate_page_size("page_size", req->page_size, &page_size, o->err, sizeof(o->err)) != 0 ||
-      parse_token(o, req->page_token) != 0) {
-    sg_op_invalid(o);
-    return;
-  }
-  o->values[0] = org;
-  o->values[3] = sg_arena_printf(sg_call_arena(call), "%d", page_size + 1);
-  sg_db_exec(sg_db_local(), Q_STORE_LIST, o->values, NULL, NULL, listed, o);
+  o->org = org;
+  if (sg_page_params(o, req->page_size, req->page_token) == 0)
+    sg_db_exec(sg_db_local(), Q_STORE_LIST, o->values, NULL, NULL, listed, o);
 }
 
 static void list_stores(sg_call *call, const ProtobufCMessage *req) {
@@ -222,6 +193,7 @@ static void list_stores(sg_call *call, const ProtobufCMessage *req) {
 
 static void updated(void *arg, PGresult *res) {
   op *o = arg;
+  sg_gen_bump(SG_GEN_STORES); /* this node's caches at once; the others on the notification */
   const Sealgate__V1__UpdateSecretStoreRequest *req = (const void *)o->req;
   reply_store(o, res, req->store_id, name_taken(o, req->name));
 }
@@ -283,6 +255,7 @@ static void update_store(sg_call *call, const ProtobufCMessage *req) {
 
 static void deleted(void *arg, PGresult *res) {
   op *o = arg;
+  sg_gen_bump(SG_GEN_STORES);
   const char *id = ((const Sealgate__V1__DeleteSecretStoreRequest *)o->req)->store_id;
   sg_op_reply_empty(o, res, not_found(o, id));
 }

@@ -7,4 +7,7 @@
 
 extern const sg_service sg_secret_store_service;
 
+/* Frees the calling loop thread's cache of stores (when the loop ends). */
+void sg_secret_store_cache_drop(void);
+
 #endif

@@ -96,7 +96,7 @@ start_sealgate() {  # start_sealgate NAME PORT [extra flags...]; sets BG_PID
     shift 2
     start_bg "$name" "$WORK/$name.log" \
         "$SEALGATE_BIN" serve --grpc-listen "127.0.0.1:$port" --db "$DB" \
-        --root-key-file "$WORK/root.key" "$@"
+        --root-key-file "$WORK/root.key" --data-dir "$WORK/data" "$@"
     wait_listening "$BG_PID" "$port" "$name" "$WORK/$name.log"
 }
 

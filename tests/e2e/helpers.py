@@ -254,6 +254,8 @@ class Server:
             args += ["--db", db or shared_db().conninfo]
         if "--root-key-file" not in flags:
             args += ["--root-key-file", root_key or shared_root_key()]
+        if "--data-dir" not in flags:
+            args += ["--data-dir", os.path.join(self.workdir, "data")]
         args += list(flags)
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self._log)

@@ -13,6 +13,7 @@ certificates, message limits) or that kill the server (shutdown, log counting) s
 
 import gzip
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -240,9 +241,9 @@ class UnimplementedTest(SharedServerTest):
         self.assertEqual(e.code(), grpc.StatusCode.UNIMPLEMENTED)
 
     def test_sealgate_v1_method_not_built_yet_is_unimplemented(self):
-        stub = S.sandbox_grpc.SandboxServiceStub(self.channel)
-        req = S.sandbox_pb2.CreateSandboxRequest(secret_store="payments")
-        e = rpc_error(stub.CreateSandbox, req, timeout=RPC_TIMEOUT_S)
+        stub = S.audit_grpc.AuditServiceStub(self.channel)
+        req = S.audit_pb2.ListAuditEventsRequest()
+        e = rpc_error(stub.ListAuditEvents, req, timeout=RPC_TIMEOUT_S)
         self.assertEqual(e.code(), grpc.StatusCode.UNIMPLEMENTED)
 
 
@@ -695,9 +696,12 @@ class ConnectionProtectionTest(unittest.TestCase):
     def test_a_log_sink_that_stops_reading_does_not_stop_the_server(self):
         port = free_port()
         # stderr is a pipe nobody reads: it fills after some 400 log lines.
+        data = tempfile.mkdtemp(prefix="sealgate-e2e-data-")
+        self.addCleanup(shutil.rmtree, data, True)
         proc = subprocess.Popen([helpers.TEST_SERVER, "serve", "--grpc-listen",
                                  "127.0.0.1:%d" % port, "--db", helpers.shared_db().conninfo,
-                                 "--root-key-file", helpers.shared_root_key()],
+                                 "--root-key-file", helpers.shared_root_key(),
+                                 "--data-dir", data],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         try:

@@ -45,7 +45,7 @@ class SealctlTest(unittest.TestCase):
         cls.tmp = tempfile.TemporaryDirectory(prefix="sealgate-e2e-sealctl-")
         cls.tls = helpers.TlsMaterial(cls.tmp.name)
         cls.server = helpers.Server(
-            "--grpc-tls-listen", "127.0.0.1:0",
+            "--local-runtime", "--grpc-tls-listen", "127.0.0.1:0",
             "--tls-cert", cls.tls.path("server.pem"), "--tls-key", cls.tls.path("server.key"),
             listeners=("grpc-listen", "grpc-tls-listen"))
         _, cls.key = helpers.shared_db().create_org("sealctl")
@@ -142,6 +142,42 @@ class SealctlTest(unittest.TestCase):
 
         self.assertNotIn(VALUE, "".join(self.outputs))
         self.assertNotIn(VALUE, self.server.log())
+
+    def test_sandbox_walkthrough(self):
+        """The README's flow: a store, a secret from stdin, a sandbox bound to the store, and
+        `echo $KEY` in it, which prints the sealed token and never the value."""
+        store = self.new_store("walk-sandbox", "api.anthropic.com")
+        self.ok("secrets", "set", store["id"], "ANTHROPIC_API_KEY", "--allow-host",
+                "api.anthropic.com", stdin=(VALUE + "-ant").encode())
+        box = self.ok("sandboxes", "create", "--store", "walk-sandbox", "--json").json()
+        token = box["env"]["ANTHROPIC_API_KEY"]
+        self.assertRegex(token, r"^osb_sealed_[0-9a-f]{32}$")
+        self.assertEqual(box["secret_stores"], ["walk-sandbox"])
+        self.assertEqual(box["status"], "running")
+
+        r = self.ok("sandboxes", "run", box["id"], "echo $ANTHROPIC_API_KEY; echo $HTTPS_PROXY")
+        lines = r.out.splitlines()
+        self.assertEqual(lines[0], token)
+        self.assertEqual(lines[1], box["proxy"]["url"])
+        r = self.sealctl("sandboxes", "run", box["id"], "exit 3")
+        self.assertEqual(r.rc, 3)
+
+        table = self.ok("sandboxes", "list").out
+        self.assertIn(box["id"], table)
+        hosts = self.ok("sandboxes", "allowed-hosts", box["id"], "--json").json()
+        self.assertEqual(hosts["egress_allowlist"], ["api.anthropic.com"])
+        self.assertEqual(hosts["secret_allowed_hosts"]["ANTHROPIC_API_KEY"]["hosts"],
+                         ["api.anthropic.com"])
+        got = self.ok("sandboxes", "get", box["id"], "--json").json()
+        self.assertEqual(got["env"], box["env"])
+        self.ok("sandboxes", "delete", box["id"])
+        self.assertEqual(self.ok("sandboxes", "get", box["id"], "--json").json()["status"],
+                         "stopped")
+        r = self.sealctl("sandboxes", "run", box["id"], "true")
+        self.assertEqual(r.rc, 1)
+        self.assertIn("FAILED_PRECONDITION", r.err)
+        self.assertNotIn(VALUE + "-ant", "".join(self.outputs))
+        self.assertNotIn(VALUE + "-ant", self.server.log())
 
     def test_pages(self):
         ids = {self.new_store("page-%d" % i)["id"] for i in range(3)}

@@ -1347,6 +1347,60 @@ class RevocationTest(SharedServerTest):
 
 
 # ----------------------------------------------------------------------------------------------
+# 6b. Caches across nodes (LISTEN/NOTIFY)
+
+class CrossNodeCacheTest(SharedServerTest):
+    """GetSecretStore is served from a per-node cache that PostgreSQL's notifications keep
+    exact: a change made through another node shows on this one as soon as the notification
+    arrives, and a change made through this node at once."""
+
+    # SPEC §6 allows a second for a change to reach other nodes.
+    PROPAGATION_BOUND_S = 1.0
+
+    def test_a_change_through_one_node_reaches_the_other_nodes_cache(self):
+        other = helpers.Server()
+        self.addCleanup(other.cleanup)
+        there = self.org.connect(other)
+        self.addCleanup(there.channel.close)
+        store = self.new_store("xnode", ["api.openai.com"])
+        for _ in range(3):   # cached here now
+            self.assertEqual(self.api.get_store(store.id).egress_allowlist, ["api.openai.com"])
+
+        there.update_store(store.id, name=store.name + "-b", egress_allowlist=["a.example.com"],
+                           paths=["name", "egress_allowlist"])
+        changed = time.monotonic()
+        seen = wait_until(lambda: self.api.get_store(store.id).name == store.name + "-b",
+                          self.PROPAGATION_BOUND_S + 4, interval=0.01)
+        elapsed = time.monotonic() - changed
+        self.assertTrue(seen, "the other node's change never showed here")
+        self.assertLess(elapsed, self.PROPAGATION_BOUND_S)
+        self.assertEqual(self.api.get_store(store.id).egress_allowlist, ["a.example.com"])
+
+        there.delete_store(store.id)
+        gone = wait_until(lambda: status_of(self.api.get_store, store.id) == NOT_FOUND,
+                          self.PROPAGATION_BOUND_S + 4, interval=0.01)
+        self.assertTrue(gone, "a store deleted through another node is still served here")
+
+    def test_a_change_through_this_node_is_read_back_at_once(self):
+        store = self.new_store("ryw")
+        for i in range(20):
+            self.api.get_store(store.id)   # cached
+            name = "%s-%d" % (store.name, i)
+            self.api.update_store(store.id, name=name, paths=["name"])
+            self.assertEqual(self.api.get_store(store.id).name, name)
+        self.api.delete_store(store.id)
+        self.assertFails(NOT_FOUND, self.api.get_store, store.id)
+
+    def test_another_organization_never_gets_a_cached_store(self):
+        store = self.new_store("cached-iso")
+        self.api.get_store(store.id)
+        self.api.get_store(store.id)
+        stranger = Org.create(helpers.shared_db(), "stranger").connect(SHARED)
+        self.addCleanup(stranger.channel.close)
+        self.assertFails(NOT_FOUND, stranger.get_store, store.id)
+
+
+# ----------------------------------------------------------------------------------------------
 # 7. The scenario in Python, as the README shows it
 
 class PythonClientScenarioTest(unittest.TestCase):
@@ -1456,8 +1510,10 @@ class CommandLineTest(unittest.TestCase):
 
     def serve(self, *flags, db=None):
         """Runs `sealgate serve`, which must refuse to start: returns the CompletedProcess."""
+        data = tempfile.mkdtemp(prefix="sealgate-e2e-data-")
+        self.addCleanup(shutil.rmtree, data, True)
         args = ["serve", "--grpc-listen", "127.0.0.1:0", "--db-wait", "0",
-                "--db", db or helpers.shared_db().conninfo] + list(flags)
+                "--db", db or helpers.shared_db().conninfo, "--data-dir", data] + list(flags)
         try:
             out = helpers.sealgate_cli(*args, env=clean_env(), timeout=20)
         except subprocess.TimeoutExpired:
@@ -1470,11 +1526,12 @@ class CommandLineTest(unittest.TestCase):
         first = helpers.sealgate_cli("migrate", "--db", db.conninfo)
         self.assertEqual(first.returncode, 0, first.stderr)
         self.assertIn("applied migration 0001_init", first.stdout)
+        self.assertIn("applied migration 0002_sandboxes", first.stdout)
         second = helpers.sealgate_cli("migrate", "--db", db.conninfo)
         self.assertEqual(second.returncode, 0, second.stderr)
         self.assertIn("up to date", second.stdout)
         self.assertNotIn("applied", second.stdout)
-        self.assertEqual(db.psql("SELECT count(*) FROM sealgate_schema").strip(), "1")
+        self.assertEqual(db.psql("SELECT count(*) FROM sealgate_schema").strip(), "2")
 
     def test_serve_refuses_an_unmigrated_database_and_says_to_migrate(self):
         """On a database never migrated, serve exits non-zero and says to run `sealgate

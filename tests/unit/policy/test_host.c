@@ -461,3 +461,42 @@ Test(host_match, an_empty_or_missing_host_matches_nothing) {
   cr_expect_not(sg_host_match(NULL, "a.com"));
   cr_expect_not(sg_host_match("*.a.com", ""));
 }
+
+/* --- sg_host_pattern_intersect ------------------------------------------------------------- */
+
+typedef struct {
+  const char *a, *b, *want; /* want NULL: they share no host */
+} triple;
+
+Test(host_intersect, the_narrower_pattern_or_nothing) {
+  static const triple v[] = {
+      {"*", "api.openai.com", "api.openai.com"},
+      {"*", "*.openai.com", "*.openai.com"},
+      {"*", "*", "*"},
+      {"*.openai.com", "api.openai.com", "api.openai.com"},
+      {"*.openai.com", "a.b.openai.com", "a.b.openai.com"},
+      {"*.openai.com", "*.eu.openai.com", "*.eu.openai.com"},
+      {"*.openai.com", "*.openai.com", "*.openai.com"},
+      {"api.openai.com", "api.openai.com", "api.openai.com"},
+      /* The apex is not a subdomain; look-alikes share nothing. */
+      {"*.openai.com", "openai.com", NULL},
+      {"*.openai.com", "evilopenai.com", NULL},
+      {"*.openai.com", "api.openai.com.evil.com", NULL},
+      {"*.openai.com", "*.com", "*.openai.com"},
+      {"api.openai.com", "api.anthropic.com", NULL},
+      {"*.openai.com", "*.anthropic.com", NULL},
+  };
+  for (size_t i = 0; i < SG_ARRAY_LEN(v); i++) {
+    const char *ab = sg_host_pattern_intersect(v[i].a, v[i].b);
+    const char *ba = sg_host_pattern_intersect(v[i].b, v[i].a);
+    if (v[i].want == NULL) {
+      cr_expect_null(ab, "%s ∩ %s gave %s", v[i].a, v[i].b, ab);
+      cr_expect_null(ba, "%s ∩ %s gave %s", v[i].b, v[i].a, ba);
+    } else {
+      cr_expect(ab && strcmp(ab, v[i].want) == 0, "%s ∩ %s gave %s", v[i].a, v[i].b,
+                ab ? ab : "nothing");
+      cr_expect(ba && strcmp(ba, v[i].want) == 0, "%s ∩ %s gave %s", v[i].b, v[i].a,
+                ba ? ba : "nothing");
+    }
+  }
+}
