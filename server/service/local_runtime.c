@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/log.h"
 #include "core/mem.h"
 #include "net/loop.h"
 #include "runtime/dir.h"
@@ -203,7 +204,9 @@ static void build_work(void *arg) {
     sg_proc_result r;
     char why[256];
     if (sg_proc_exec(&spec, &r, why, sizeof(why)) != 0) {
-      snprintf(j->err, sizeof(j->err), "image.run_commands[%zu]: could not start: %s", i, why);
+      sg_logf(SG_LOG_WARN, "snapshot_build", "image.run_commands[%zu] could not start: %s", i, why);
+      snprintf(j->err, sizeof(j->err),
+               "image.run_commands[%zu]: could not start (the server's log says why)", i);
       j->failed = 1;
     } else {
       if (r.exit_code != 0 || r.timed_out) {
@@ -338,7 +341,10 @@ static void run_work(void *arg) {
     return;
   }
   if (sg_proc_exec(&spec, &r, why, sizeof(why)) != 0) {
-    snprintf(j->err, sizeof(j->err), "the command could not start: %s", why);
+    /* The reason names server paths: for the log, not the client. */
+    sg_logf(SG_LOG_WARN, "run_command", "sandbox %s: the command could not start: %s",
+            j->sandbox_id, why);
+    snprintf(j->err, sizeof(j->err), "the command could not start (the server's log says why)");
     j->failed = 1;
     return;
   }

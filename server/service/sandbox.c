@@ -33,6 +33,7 @@
 #include "service/validate.h"
 
 #define MAX_ENV             256
+#define MAX_ENV_BYTES       (512 * 1024)
 #define MAX_COMMAND         (64 * 1024)
 #define DEFAULT_RUN_TIMEOUT 60
 #define MAX_RUN_TIMEOUT     3600
@@ -90,6 +91,7 @@ static int validate_optional_name(sg_op *o, const char *field, const char *s) {
 }
 
 static int validate_env(sg_op *o, Sealgate__V1__CreateSandboxRequest__EnvEntry **env, size_t n) {
+  size_t total = 0;
   if (n > MAX_ENV) {
     snprintf(o->err, sizeof(o->err), "env: at most %d entries", MAX_ENV);
     return -1;
@@ -103,10 +105,17 @@ static int validate_env(sg_op *o, Sealgate__V1__CreateSandboxRequest__EnvEntry *
       snprintf(o->err, sizeof(o->err), "%s: set by sealgate (the proxy configuration)", field);
       return -1;
     }
-    if (strlen(env[i]->value) > SG_VALUE_MAX) {
+    size_t len = strlen(env[i]->value);
+    if (len > SG_VALUE_MAX) {
       snprintf(o->err, sizeof(o->err), "%s: at most %d bytes", field, SG_VALUE_MAX);
       return -1;
     }
+    total += strlen(env[i]->key) + len + 2;
+  }
+  /* What a process can be started with (Linux: 2 MiB of argv and env together). */
+  if (total > MAX_ENV_BYTES) {
+    snprintf(o->err, sizeof(o->err), "env: at most %d KiB in all", MAX_ENV_BYTES / 1024);
+    return -1;
   }
   return 0;
 }
@@ -262,6 +271,13 @@ static void dir_prepared(void *arg, const char *err) {
   insert(st);
 }
 
+static int has(char *const *list, size_t n, const char *s) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(list[i], s) == 0)
+      return 1;
+  return 0;
+}
+
 static int find_slot(token_slot *slots, size_t n, const char *name) {
   for (size_t i = 0; i < n; i++)
     if (strcmp(slots[i].name, name) == 0)
@@ -300,9 +316,10 @@ static int make_sandbox(create_state *st, const PGresult *res) {
   for (int r = 0; r < rows; r++) {
     if (PQgetisnull(res, r, 1))
       continue; /* no layer at all */
+    /* A store already below (a fork with the checkpoint's own store on top) is listed
+     * once: its secrets are the same either way. */
     const char *store = PQgetvalue(res, r, 1);
-    if (n_layers == 0 || strcmp(layer_ids[n_layers - 1], store) != 0 ||
-        (r > 0 && strcmp(PQgetvalue(res, r - 1, 0), PQgetvalue(res, r, 0)) != 0)) {
+    if (!has(layer_ids, n_layers, store)) {
       layer_ids[n_layers] = sg_col(o->call, res, r, 1);
       layer_names[n_layers++] = sg_col(o->call, res, r, 2);
     }
@@ -316,7 +333,7 @@ static int make_sandbox(create_state *st, const PGresult *res) {
       i = (int)n_slots++;
       slots[i].name = sg_col(o->call, res, r, 3);
     }
-    slots[i].store_id = layer_ids[n_layers - 1]; /* a higher layer wins */
+    slots[i].store_id = sg_col(o->call, res, r, 1); /* a higher layer wins */
   }
 
   /* The sealed part: tokens, plain entries, proxy credential. */
@@ -739,13 +756,6 @@ static void create_checkpoint(sg_call *call, const ProtobufCMessage *req) {
 }
 
 /* --- GetAllowedHosts ------------------------------------------------------------------------ */
-
-static int has(char *const *list, size_t n, const char *s) {
-  for (size_t i = 0; i < n; i++)
-    if (strcmp(list[i], s) == 0)
-      return 1;
-  return 0;
-}
 
 static void hosts_listed(void *arg, PGresult *res) {
   sg_op *o = arg;
@@ -1196,6 +1206,7 @@ typedef struct {
 } sweep_state;
 
 static void sweep_free(sweep_state *s) {
+  free((char *)s->values[0]);
   for (size_t i = 0; i < s->n; i++)
     free(s->ids[i]);
   free(s->ids);

@@ -18,6 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
+import uuid
+
+import grpc
 
 SOURCE_ROOT = os.environ.get(
     "SEALGATE_SOURCE_ROOT",
@@ -110,6 +114,47 @@ def stubs():
     sys.path.insert(0, out)
     _stubs = Stubs()
     return _stubs
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers the API suites share
+
+def unique(prefix):
+    """A name no other test uses."""
+    return "%s-%s" % (prefix, uuid.uuid4().hex[:8])
+
+
+def wait_until(predicate, timeout, interval=0.02):
+    """Polls `predicate` until it returns something true or `timeout` seconds pass; returns its
+    last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def status_of(fn, *args, **kwargs):
+    """The status code a call ends with: OK, or the code of its grpc.RpcError."""
+    try:
+        fn(*args, **kwargs)
+        return grpc.StatusCode.OK
+    except grpc.RpcError as e:
+        return e.code()
+
+
+class StatusAssertions(unittest.TestCase):
+    """assertFails for gRPC calls."""
+
+    def assertFails(self, code, fn, *args, **kwargs):
+        """Calls fn, which must fail with `code`; returns the grpc.RpcError."""
+        try:
+            result = fn(*args, **kwargs)
+        except grpc.RpcError as e:
+            self.assertEqual(e.code(), code, e.details())
+            return e
+        self.fail("expected %s, the call succeeded with:\n%s" % (code, result))
 
 
 # --------------------------------------------------------------------------------------------

@@ -178,29 +178,9 @@ class Org:
         return Api(grpc.insecure_channel(server.target), self.key)
 
 
-def unique(prefix):
-    """A store name no other test uses."""
-    return "%s-%s" % (prefix, uuid.uuid4().hex[:8])
-
-
-def wait_until(predicate, timeout, interval=0.02):
-    """Polls `predicate` until it returns something true or `timeout` seconds pass; returns its
-    last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
-
-
-def status_of(fn, *args, **kwargs):
-    """The status code a call ends with: OK, or the code of its grpc.RpcError."""
-    try:
-        fn(*args, **kwargs)
-        return OK
-    except grpc.RpcError as e:
-        return e.code()
+unique = helpers.unique
+wait_until = helpers.wait_until
+status_of = helpers.status_of
 
 
 def assert_no_sanitizer_report(test, completed):
@@ -210,17 +190,8 @@ def assert_no_sanitizer_report(test, completed):
         test.assertNotIn(marker, completed.stderr)
 
 
-class ApiTestCase(unittest.TestCase):
+class ApiTestCase(helpers.StatusAssertions):
     """Status assertions shared by the API tests."""
-
-    def assertFails(self, code, fn, *args, **kwargs):
-        """Calls fn, which must fail with `code`; returns the grpc.RpcError."""
-        try:
-            result = fn(*args, **kwargs)
-        except grpc.RpcError as e:
-            self.assertEqual(e.code(), code, e.details())
-            return e
-        self.fail("expected %s, the call succeeded with:\n%s" % (code, result))
 
     def assertInvalid(self, field, fn, *args, **kwargs):
         """The call fails with INVALID_ARGUMENT and a message that starts by naming `field`

@@ -122,12 +122,22 @@ static X509 *ca_cert_of(const sg_ca *ca) {
   return parse_cert(sg_ca_cert_pem(ca));
 }
 
+/* A memory BIO's bytes as a string. Not strndup: its bytes end without a NUL, and strndup may
+ * look one byte past them (ASan's does). */
+static char *bio_string(BIO *bio) {
+  char *data;
+  long n = BIO_get_mem_data(bio, &data);
+  char *s = malloc((size_t)n + 1);
+  cr_assert_not_null(s);
+  memcpy(s, data, (size_t)n);
+  s[n] = '\0';
+  return s;
+}
+
 static char *cert_to_pem(X509 *cert) {
   BIO *bio = BIO_new(BIO_s_mem());
   cr_assert_eq(PEM_write_bio_X509(bio, cert), 1);
-  char *data;
-  long n = BIO_get_mem_data(bio, &data);
-  char *pem = strndup(data, (size_t)n);
+  char *pem = bio_string(bio);
   BIO_free(bio);
   return pem;
 }
@@ -135,9 +145,7 @@ static char *cert_to_pem(X509 *cert) {
 static char *key_to_pem(EVP_PKEY *key) {
   BIO *bio = BIO_new(BIO_s_mem());
   cr_assert_eq(PEM_write_bio_PKCS8PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL), 1);
-  char *data;
-  long n = BIO_get_mem_data(bio, &data);
-  char *pem = strndup(data, (size_t)n);
+  char *pem = bio_string(bio);
   BIO_free(bio);
   return pem;
 }
