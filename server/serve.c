@@ -22,6 +22,7 @@
 #include "net/loop.h"
 #include "net/tls.h"
 #include "proxy/ca.h"
+#include "runtime/proc.h"
 #include "runtime/work.h"
 #include "service/api.h"
 #include "service/health.h"
@@ -512,10 +513,14 @@ static int run(const sg_serve_extras *extras) {
    * SIGTERM into a kill during the last clean-up. We are leaving anyway. */
   signal(SIGTERM, SIG_IGN);
   signal(SIGINT, SIG_IGN);
-  for (size_t i = 0; i < srv.n_workers; i++) {
+  for (size_t i = 0; i < srv.n_workers; i++)
     sg_loop_join(srv.workers[i]);
+  /* Blocking jobs (commands, copies, snapshot builds) end before the loops they report to are
+   * freed; their reports to the stopped loops are dropped. Commands are killed, not awaited. */
+  sg_proc_kill_all();
+  sg_work_shutdown();
+  for (size_t i = 0; i < srv.n_workers; i++)
     sg_loop_free(srv.workers[i]);
-  }
   for (size_t i = 0; i < srv.n_listeners; i++)
     event_free(srv.listeners[i].ev);
   event_free(srv.sigterm);
@@ -526,7 +531,6 @@ static int run(const sg_serve_extras *extras) {
   free(srv.workers);
   if (srv.tls.tls != NULL)
     SSL_CTX_free(srv.tls.tls);
-  sg_work_shutdown();
   sg_reflection_cleanup();
   sg_health_reset();
   sg_router_free(router);

@@ -33,6 +33,7 @@ typedef struct sg_proc_entry {
 
 static pthread_mutex_t running_lock = PTHREAD_MUTEX_INITIALIZER;
 static sg_proc_entry *running;
+static int all_killed; /* sg_proc_kill_all: every command from now on dies at its spawn */
 
 /* One output pipe, read into a buffer of at most |max| bytes. */
 typedef struct {
@@ -62,6 +63,7 @@ static void close_fd(int *fd) {
 
 static void enlist(sg_proc_entry *e) {
   pthread_mutex_lock(&running_lock);
+  e->killed = all_killed;
   e->prev = NULL;
   e->next = running;
   if (running != NULL)
@@ -101,6 +103,17 @@ void sg_proc_kill_tag(const char *tag) {
   for (sg_proc_entry *e = running; e != NULL; e = e->next) {
     if (e->tag == NULL || strcmp(e->tag, tag) != 0)
       continue;
+    e->killed = 1;
+    if (e->pgid > 0)
+      kill(-e->pgid, SIGKILL);
+  }
+  pthread_mutex_unlock(&running_lock);
+}
+
+void sg_proc_kill_all(void) {
+  pthread_mutex_lock(&running_lock);
+  all_killed = 1;
+  for (sg_proc_entry *e = running; e != NULL; e = e->next) {
     e->killed = 1;
     if (e->pgid > 0)
       kill(-e->pgid, SIGKILL);

@@ -52,4 +52,8 @@ void sg_proc_result_free(sg_proc_result *r);
  * returns are not affected. Thread-safe; does not wait. */
 void sg_proc_kill_tag(const char *tag);
 
+/* For shutdown: SIGKILLs every command running, and every command started from now on dies at
+ * its spawn (killed = 1). Thread-safe; does not wait. */
+void sg_proc_kill_all(void);
+
 #endif

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/file.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "net/loop.h"
@@ -38,9 +39,10 @@ static char *str_printf(const char *fmt, ...) {
   return out;
 }
 
-static char *root;   /* the data dir */
-static char *ca_pem; /* written into every sandbox directory */
-static atomic_int running;
+static char *root;          /* the data dir */
+static char *ca_pem;        /* written into every sandbox directory */
+static atomic_int running;  /* RunCommand calls */
+static atomic_int building; /* snapshot builds */
 
 static int ensure_dir(const char *path, char *err, size_t errlen) {
   if (mkdir(path, 0700) != 0 && errno != EEXIST) {
@@ -58,7 +60,13 @@ int sg_local_runtime_init(const char *data_dir, const char *pem, char *err, size
     if (ensure_dir(path, err, errlen) != 0)
       return -1;
   }
-  root = sg_strdup(data_dir);
+  /* Absolute: commands run with it as their working directory and HOME. */
+  char *abs = realpath(data_dir, NULL);
+  if (abs == NULL) {
+    snprintf(err, errlen, "cannot resolve %.400s: %s", data_dir, strerror(errno));
+    return -1;
+  }
+  root = abs;
   ca_pem = sg_strdup(pem);
   return 0;
 }
@@ -120,22 +128,33 @@ static void submit(job *j, void (*work)(void *)) {
   sg_work_submit(loop, work, job_done, j);
 }
 
+/* Writes DIR/.sealgate/proxy-ca.pem. The directory may come from a checkpoint or a snapshot,
+ * i.e. from the sandbox: a .sealgate that is not a plain directory is replaced, and nothing
+ * is followed through a symbolic link. */
 static int write_ca(const char *dir, char *err, size_t errlen) {
-  char path[4096];
-  snprintf(path, sizeof(path), "%s/" CA_DIR, dir);
-  if (ensure_dir(path, err, errlen) != 0)
-    return -1;
-  snprintf(path, sizeof(path), "%s/" CA_DIR "/" CA_NAME, dir);
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-  size_t len = strlen(ca_pem);
-  if (fd < 0 || write(fd, ca_pem, len) != (ssize_t)len) {
-    snprintf(err, errlen, "cannot write the sandbox's CA file: %s", strerror(errno));
-    if (fd >= 0)
-      close(fd);
-    return -1;
+  int top = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  struct stat st;
+  if (top >= 0 && fstatat(top, CA_DIR, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode))
+    unlinkat(top, CA_DIR, 0);
+  if (top >= 0 && mkdirat(top, CA_DIR, 0700) != 0 && errno != EEXIST) {
+    close(top);
+    top = -1;
   }
-  close(fd);
-  return 0;
+  int sub = top < 0 ? -1 : openat(top, CA_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  int fd = sub < 0
+               ? -1
+               : openat(sub, CA_NAME, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  size_t len = strlen(ca_pem);
+  int rv = fd >= 0 && sg_write_all(fd, ca_pem, len) == 0 ? 0 : -1;
+  if (rv != 0)
+    snprintf(err, errlen, "cannot write the sandbox's CA file: %s", strerror(errno));
+  if (fd >= 0)
+    close(fd);
+  if (sub >= 0)
+    close(sub);
+  if (top >= 0)
+    close(top);
+  return rv;
 }
 
 static void prepare_work(void *arg) {
@@ -231,21 +250,34 @@ static void build_work(void *arg) {
   }
 }
 
-void sg_local_runtime_build_snapshot(const char *snapshot_id, char *const *commands, size_t n,
-                                     sg_runtime_done done, void *arg) {
+static void build_done(void *arg) {
+  atomic_fetch_sub(&building, 1);
+  job_done(arg);
+}
+
+int sg_local_runtime_build_snapshot(const char *snapshot_id, char *const *commands, size_t n,
+                                    sg_runtime_done done, void *arg) {
+  if (atomic_fetch_add(&building, 1) >= SG_BUILD_MAX_CONCURRENT) {
+    atomic_fetch_sub(&building, 1);
+    return -1;
+  }
   job *j = job_new(done, arg);
   j->b = path_of("snapshots", snapshot_id);
   j->commands = sg_calloc(n > 0 ? n : 1, sizeof(char *));
   for (size_t i = 0; i < n; i++)
     j->commands[i] = sg_strdup(commands[i]);
   j->n_commands = n;
-  submit(j, build_work);
+  sg_work_submit(sg_loop_current(), build_work, build_done, j);
+  return 0;
 }
 
+/* Nobody waits for a removal: the job frees itself, so one still running at shutdown (when
+ * completions to the stopped loops are dropped) leaves nothing behind. */
 static void remove_work(void *arg) {
   job *j = arg;
   if (exists(j->a))
     sg_dir_remove(j->a, j->err, sizeof(j->err));
+  job_free(j);
 }
 
 void sg_local_runtime_remove(const char *kind, const char *id) {
@@ -253,7 +285,18 @@ void sg_local_runtime_remove(const char *kind, const char *id) {
     sg_proc_kill_tag(id);
   job *j = job_new(NULL, NULL);
   j->a = path_of(kind, id);
-  submit(j, remove_work);
+  sg_work_submit(sg_loop_current(), remove_work, NULL, j);
+}
+
+static int canonical_uuid(const char *s) {
+  if (strlen(s) != 36)
+    return 0;
+  for (int i = 0; i < 36; i++) {
+    int dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? s[i] != '-' : !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+      return 0;
+  }
+  return 1;
 }
 
 size_t sg_local_runtime_list_sandboxes(char ***ids) {
@@ -266,8 +309,8 @@ size_t sg_local_runtime_list_sandboxes(char ***ids) {
   size_t n = 0, cap = 0;
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
-    if (strlen(e->d_name) != 36)
-      continue;
+    if (!canonical_uuid(e->d_name))
+      continue; /* anything else here is not ours to sweep */
     if (n == cap) {
       cap = cap ? 2 * cap : 16;
       *ids = sg_realloc(*ids, cap * sizeof(char *));
@@ -280,11 +323,13 @@ size_t sg_local_runtime_list_sandboxes(char ***ids) {
 
 /* --- RunCommand ---------------------------------------------------------------------------- */
 
-/* Copies |len| bytes into valid UTF-8 (no NUL: protobuf strings end there), each invalid
- * byte and each NUL becoming U+FFFD, then |suffix|. */
-static char *utf8_clean(const char *s, size_t len, const char *suffix) {
-  size_t slen = strlen(suffix);
-  char *out = sg_malloc(len * 3 + slen + 1), *o = out;
+/* |len| bytes of one output stream as valid UTF-8 (no NUL: protobuf strings end there), each
+ * invalid byte and each NUL becoming U+FFFD, cut to SG_RUN_MAX_OUTPUT bytes (replacements can
+ * make it longer than what was read), then a mark if it was cut here or by the runner
+ * (|truncated|), then |note|. */
+static char *utf8_clean(const char *s, size_t len, int truncated, const char *stream,
+                        const char *note) {
+  char *out = sg_malloc(len * 3 + 128), *o = out;
   const unsigned char *p = (const unsigned char *)s, *end = p + len;
   while (p < end) {
     unsigned c = *p;
@@ -299,6 +344,10 @@ static char *utf8_clean(const char *s, size_t len, const char *suffix) {
     if (ok && ((n == 2 && cp < 0x80) || (n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp < 0xe000))) ||
                (n == 4 && (cp < 0x10000 || cp > 0x10ffff))))
       ok = 0;
+    if ((size_t)(o - out) + (ok ? n : 3) > SG_RUN_MAX_OUTPUT) {
+      truncated = 1; /* the replacements made it longer than the cap */
+      break;
+    }
     if (ok) {
       memcpy(o, p, n);
       o += n;
@@ -309,7 +358,8 @@ static char *utf8_clean(const char *s, size_t len, const char *suffix) {
       p++;
     }
   }
-  memcpy(o, suffix, slen + 1);
+  snprintf(o, 128, "%s%s%s%s", truncated ? "\n[sealgate: " : "", truncated ? stream : "",
+           truncated ? " truncated at 1 MiB]\n" : "", note);
   return out;
 }
 
@@ -334,9 +384,23 @@ static void run_work(void *arg) {
                        .tag = j->sandbox_id};
   sg_proc_result r;
   char why[256];
+  /* A cwd that leads out of the sandbox's directory through a link made in it is refused.
+   * (Not a boundary against the command itself, which runs as the server's user: see
+   * --local-runtime in the README.) */
+  char *base = path_of("sandboxes", j->sandbox_id);
+  char *real = realpath(j->dir, NULL), *real_base = realpath(base, NULL);
+  size_t n = real_base ? strlen(real_base) : 0;
   struct stat st;
-  if (stat(j->dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-    snprintf(j->err, sizeof(j->err), "cwd: no such directory in the sandbox");
+  int inside = real != NULL && real_base != NULL && strncmp(real, real_base, n) == 0 &&
+               (real[n] == '\0' || real[n] == '/') && stat(real, &st) == 0 && S_ISDIR(st.st_mode);
+  int sandbox_gone = real_base == NULL;
+  free(base);
+  free(real);
+  free(real_base);
+  if (!inside) {
+    snprintf(j->err, sizeof(j->err), "%s",
+             sandbox_gone ? "the sandbox has no directory on this node"
+                          : "cwd: no such directory in the sandbox");
     j->failed = 1;
     return;
   }
@@ -357,12 +421,8 @@ static void run_work(void *arg) {
     j->out.exit_code = 137;
     snprintf(note, sizeof(note), "\n[sealgate: killed: the sandbox ended]\n");
   }
-  j->out.out = utf8_clean(r.out, r.out_len,
-                          r.out_truncated ? "\n[sealgate: stdout truncated at 1 MiB]\n" : "");
-  char *err_note =
-      str_printf("%s%s", r.err_truncated ? "\n[sealgate: stderr truncated at 1 MiB]\n" : "", note);
-  j->out.err = utf8_clean(r.err, r.err_len, err_note);
-  free(err_note);
+  j->out.out = utf8_clean(r.out, r.out_len, r.out_truncated, "stdout", "");
+  j->out.err = utf8_clean(r.err, r.err_len, r.err_truncated, "stderr", note);
   sg_proc_result_free(&r);
 }
 

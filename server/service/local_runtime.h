@@ -17,8 +17,9 @@
 
 #include "core/arena.h"
 
-#define SG_RUN_MAX_OUTPUT     (1 << 20) /* per stream */
-#define SG_RUN_MAX_CONCURRENT 16        /* RunCommand calls at once, per process */
+#define SG_RUN_MAX_OUTPUT       (1 << 20) /* per stream */
+#define SG_RUN_MAX_CONCURRENT   16        /* RunCommand calls at once, per process */
+#define SG_BUILD_MAX_CONCURRENT 4         /* snapshot builds at once, per process */
 
 /* Turns the runtime on, rooted at |data_dir| (which exists), with the proxy CA's PEM that every
  * sandbox directory gets a copy of. Returns 0, or -1 with a message in |err|. */
@@ -44,9 +45,11 @@ void sg_local_runtime_checkpoint(const char *sandbox_id, const char *checkpoint_
                                  sg_runtime_done done, void *arg);
 
 /* Runs |n| commands one after another in a new template directory for snapshot |snapshot_id|,
- * stopping at the first that fails (its exit status and the end of its stderr in the error). */
-void sg_local_runtime_build_snapshot(const char *snapshot_id, char *const *commands, size_t n,
-                                     sg_runtime_done done, void *arg);
+ * stopping at the first that fails (its exit status and the end of its stderr in the error).
+ * Returns -1 without calling |done| when SG_BUILD_MAX_CONCURRENT builds are running already
+ * (with the RunCommand cap, this keeps the work pool's threads for short jobs). */
+int sg_local_runtime_build_snapshot(const char *snapshot_id, char *const *commands, size_t n,
+                                    sg_runtime_done done, void *arg);
 
 /* Kills a sandbox's running commands and removes |kind|'s directory |id| in the background
  * ("sandboxes", "checkpoints" or "snapshots"). */

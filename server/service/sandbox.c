@@ -101,6 +101,11 @@ static int validate_env(sg_op *o, Sealgate__V1__CreateSandboxRequest__EnvEntry *
     snprintf(field, sizeof(field), "env[\"%.128s\"]", env[i]->key);
     if (sg_validate_secret_name("env", env[i]->key, o->err, sizeof(o->err)) != 0)
       return -1;
+    for (size_t k = 0; k < i; k++)
+      if (strcmp(env[k]->key, env[i]->key) == 0) {
+        snprintf(o->err, sizeof(o->err), "%s: given twice", field);
+        return -1;
+      }
     if (reserved_name(env[i]->key)) {
       snprintf(o->err, sizeof(o->err), "%s: set by sealgate (the proxy configuration)", field);
       return -1;
@@ -218,10 +223,11 @@ typedef struct {
 
 typedef struct {
   sg_op op;
-  const char *top_store;  /* "" for none */
-  const char *snapshot;   /* name, "" for none */
-  const char *checkpoint; /* id, "" unless forking */
-  const char *base_ids;   /* text of a uuid[]: the checkpoint's layers */
+  const char *top_store;      /* "" for none */
+  const char *snapshot;       /* name to resolve, "" for none */
+  const char *snapshot_shown; /* the name the sandbox shows (forks: the checkpoint's) */
+  const char *checkpoint;     /* id, "" unless forking */
+  const char *base_ids;       /* text of a uuid[]: the checkpoint's layers */
   int32_t timeout;
   Sealgate__V1__CreateSandboxRequest__EnvEntry **plain;
   size_t n_plain;
@@ -240,14 +246,18 @@ typedef struct {
 static void created(void *arg, PGresult *res) {
   create_state *st = arg;
   sg_op *o = &st->op;
+  int dir_made = st->dir_made;
+  char id[SG_UUID_LEN + 1];
+  memcpy(id, st->id, sizeof(id));
   int ok = sg_db_check(o->call, res, NULL, NULL);
   if (ok && PQntuples(res) != 1) {
     sg_call_finish(o->call, SG_STATUS_INTERNAL, "database error");
     ok = 0;
   }
   if (!ok) {
-    if (st->dir_made)
-      sg_local_runtime_remove("sandboxes", st->id);
+    /* (|st| is gone with the finished call: only locals from here.) */
+    if (dir_made)
+      sg_local_runtime_remove("sandboxes", id);
     return;
   }
   sandbox_msg s;
@@ -263,8 +273,8 @@ static void dir_prepared(void *arg, const char *err) {
   create_state *st = arg;
   if (err != NULL) {
     sg_logf(SG_LOG_ERROR, "local_runtime", "sandbox %s: %s", st->id, err);
-    sg_call_finish(st->op.call, SG_STATUS_INTERNAL, "cannot prepare the sandbox's directory");
     sg_local_runtime_remove("sandboxes", st->id);
+    sg_call_finish(st->op.call, SG_STATUS_INTERNAL, "cannot prepare the sandbox's directory");
     return;
   }
   st->dir_made = 1;
@@ -326,8 +336,8 @@ static int make_sandbox(create_state *st, const PGresult *res) {
     if (PQgetisnull(res, r, 3))
       continue; /* a layer without secrets */
     const char *name = PQgetvalue(res, r, 3);
-    if (plain_has(st, name))
-      continue; /* plain env wins */
+    if (plain_has(st, name) || reserved_name(name))
+      continue; /* plain env wins; the proxy variables are sealgate's */
     int i = find_slot(slots, n_slots, name);
     if (i < 0) {
       i = (int)n_slots++;
@@ -385,7 +395,7 @@ static int make_sandbox(create_state *st, const PGresult *res) {
   v[1] = o->org;
   v[2] = sg_pg_array(a, layer_ids, n_layers);
   v[3] = sg_pg_array(a, layer_names, n_layers);
-  v[4] = st->snapshot;
+  v[4] = st->snapshot_shown ? st->snapshot_shown : st->snapshot;
   v[5] = st->snapshot_id ? st->snapshot_id : "";
   v[6] = st->checkpoint;
   v[7] = proxy_digest;
@@ -410,8 +420,9 @@ no_random:
 static void resolved(void *arg, PGresult *res) {
   create_state *st = arg;
   sg_op *o = &st->op;
-  if (!sg_db_check(o->call, res, NULL, NULL)) {
-    OPENSSL_cleanse(st->dek, sizeof(st->dek));
+  if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+    OPENSSL_cleanse(st->dek, sizeof(st->dek)); /* before the call (and |st|) is gone */
+    sg_db_check(o->call, res, NULL, NULL);
     return;
   }
   int rows = PQntuples(res), top_found = 0;
@@ -495,7 +506,10 @@ static void fork_got_checkpoint(void *arg, PGresult *res) {
   }
   st->checkpoint = sg_col(o->call, res, 0, CHECKPOINT_ID);
   st->base_ids = sg_col(o->call, res, 0, CHECKPOINT_STORE_IDS);
-  st->snapshot = sg_col(o->call, res, 0, CHECKPOINT_SNAPSHOT);
+  /* The fork starts from the checkpoint's copy, not from the snapshot (which may be gone
+   * since): its name is carried over as it was, not resolved again. */
+  st->snapshot = "";
+  st->snapshot_shown = sg_col(o->call, res, 0, CHECKPOINT_SNAPSHOT);
   sg_keyring_get(o->call, o->org, create_got_key, st);
 }
 
@@ -526,7 +540,7 @@ static void fork_sandbox(sg_call *call, const ProtobufCMessage *req) {
 /* Reads whose rows must be opened with the data key: the key first (copied here), then the
  * query; the key is zeroed as soon as the rows are read (keyed_result). */
 typedef struct read_state read_state;
-typedef void (*read_fn)(read_state *st, PGresult *res);
+typedef void (*read_fn)(read_state *st, PGresult *res, const uint8_t dek[SG_KEY_LEN]);
 struct read_state {
   sg_op op;
   uint8_t dek[SG_KEY_LEN];
@@ -534,10 +548,15 @@ struct read_state {
   read_fn next;
 };
 
+/* The state lives in the call's arena, gone once |next| has finished the call: the key is
+ * zeroed there first, and |next| reads it from this stack copy. */
 static void keyed_result(void *arg, PGresult *res) {
   read_state *st = arg;
-  st->next(st, res);
+  uint8_t dek[SG_KEY_LEN];
+  memcpy(dek, st->dek, SG_KEY_LEN);
   OPENSSL_cleanse(st->dek, sizeof(st->dek));
+  st->next(st, res, dek);
+  OPENSSL_cleanse(dek, sizeof(dek));
 }
 
 static void read_got_key(sg_call *call, void *arg, const uint8_t dek[SG_KEY_LEN]) {
@@ -566,12 +585,12 @@ static int found_sandbox(sg_op *o, PGresult *res, const char *id) {
   return 1;
 }
 
-static void got_sandbox(read_state *st, PGresult *res) {
+static void got_sandbox(read_state *st, PGresult *res, const uint8_t dek[SG_KEY_LEN]) {
   sg_op *o = &st->op;
   const char *id = ((const Sealgate__V1__GetSandboxRequest *)o->req)->sandbox_id;
   if (!found_sandbox(o, res, id))
     return;
-  sandbox_msg *inner = unseal_row(o, res, 0, st->dek);
+  sandbox_msg *inner = unseal_row(o, res, 0, dek);
   sandbox_msg s;
   if (inner != NULL && sandbox_from_row(o, res, 0, inner, &s) == 0)
     sg_call_reply(o->call, &s.base);
@@ -589,7 +608,7 @@ static void get_sandbox(sg_call *call, const ProtobufCMessage *req) {
   sg_auth(call, get_authed, sg_op_new(call, req, sizeof(read_state)));
 }
 
-static void listed(read_state *st, PGresult *res) {
+static void listed(read_state *st, PGresult *res, const uint8_t dek[SG_KEY_LEN]) {
   sg_op *o = &st->op;
   if (!sg_page_check(o, res))
     return;
@@ -601,7 +620,7 @@ static void listed(read_state *st, PGresult *res) {
   sg_arena *a = sg_call_arena(o->call);
   out.sandboxes = sg_arena_alloc(a, (size_t)shown * sizeof(*out.sandboxes) + 1);
   for (int i = 0; i < shown; i++) {
-    sandbox_msg *inner = unseal_row(o, res, i, st->dek), *s = sg_arena_alloc(a, sizeof(*s));
+    sandbox_msg *inner = unseal_row(o, res, i, dek), *s = sg_arena_alloc(a, sizeof(*s));
     if (inner == NULL || sandbox_from_row(o, res, i, inner, s) != 0)
       return;
     out.sandboxes[out.n_sandboxes++] = s;
@@ -669,6 +688,13 @@ static void checkpoint_made(void *arg, PGresult *res) {
   checkpoint_state *st = arg;
   sg_op *o = &st->op;
   const Sealgate__V1__CreateCheckpointRequest *req = (const void *)o->req;
+  /* Taken now: a finished call takes |st| with it. */
+  int dir_made = st->dir_made;
+  char id[SG_UUID_LEN + 1];
+  memcpy(id, st->id, sizeof(id));
+  if (dir_made && (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) == 0 ||
+                   strcmp(PQgetvalue(res, 0, 0), "running") != 0))
+    sg_local_runtime_remove("checkpoints", id);
   int ok = sg_db_check(o->call, res, sandbox_not_found(o, req->sandbox_id), NULL);
   if (ok && PQntuples(res) == 0) {
     sg_call_finish(o->call, SG_STATUS_NOT_FOUND, "%s", sandbox_not_found(o, req->sandbox_id));
@@ -677,11 +703,8 @@ static void checkpoint_made(void *arg, PGresult *res) {
   if (ok && !require_running(o, req->sandbox_id, PQgetvalue(res, 0, 0),
                              "only a running sandbox can be checkpointed"))
     ok = 0;
-  if (!ok) {
-    if (st->dir_made)
-      sg_local_runtime_remove("checkpoints", st->id);
+  if (!ok)
     return;
-  }
   /* Columns after the status are the checkpoint's. */
   Sealgate__V1__Checkpoint c = SEALGATE__V1__CHECKPOINT__INIT;
   c.id = sg_col(o->call, res, 0, 1 + CHECKPOINT_ID);
@@ -707,8 +730,8 @@ static void checkpoint_copied(void *arg, const char *err) {
   checkpoint_state *st = arg;
   if (err != NULL) {
     sg_logf(SG_LOG_ERROR, "local_runtime", "checkpoint %s: %s", st->id, err);
-    sg_call_finish(st->op.call, SG_STATUS_INTERNAL, "cannot copy the sandbox's directory");
     sg_local_runtime_remove("checkpoints", st->id);
+    sg_call_finish(st->op.call, SG_STATUS_INTERNAL, "cannot copy the sandbox's directory");
     return;
   }
   st->dir_made = 1;
@@ -972,8 +995,10 @@ static void snapshot_checked(void *arg, PGresult *res) {
     return;
   }
   const Sealgate__V1__Image *img = req->image;
-  sg_local_runtime_build_snapshot(st->id, img ? img->run_commands : NULL,
-                                  img ? img->n_run_commands : 0, snapshot_built, st);
+  if (sg_local_runtime_build_snapshot(st->id, img ? img->run_commands : NULL,
+                                      img ? img->n_run_commands : 0, snapshot_built, st) != 0)
+    sg_call_finish(o->call, SG_STATUS_RESOURCE_EXHAUSTED,
+                   "%d snapshots are being built already; retry later", SG_BUILD_MAX_CONCURRENT);
 }
 
 static void snapshot_authed(sg_call *call, void *arg, const char *org) {
@@ -1111,7 +1136,7 @@ static void ran(void *arg, const sg_run_output *out, const char *err) {
   sg_call_reply(o->call, &r.base);
 }
 
-static void run_got_sandbox(read_state *rs, PGresult *res) {
+static void run_got_sandbox(read_state *rs, PGresult *res, const uint8_t dek[SG_KEY_LEN]) {
   run_state *st = (run_state *)rs;
   sg_op *o = &rs->op;
   const Sealgate__V1__RunCommandRequest *req = (const void *)o->req;
@@ -1119,7 +1144,7 @@ static void run_got_sandbox(read_state *rs, PGresult *res) {
       !require_running(o, req->sandbox_id, PQgetvalue(res, 0, SANDBOX_STATUS),
                        "commands run only in a running sandbox"))
     return;
-  sandbox_msg *inner = unseal_row(o, res, 0, rs->dek);
+  sandbox_msg *inner = unseal_row(o, res, 0, dek);
   sandbox_msg s;
   if (inner == NULL || sandbox_from_row(o, res, 0, inner, &s) != 0)
     return;

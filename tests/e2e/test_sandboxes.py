@@ -29,6 +29,10 @@ Server bugs these tests found (fixed; the tests stay as their regression tests):
     sandbox then failed with "Argument list too long": env is now capped at 512 KiB in all.
   - A fork with the checkpoint's own store on top listed that store twice.
   - A command that could not start told the client the server's paths.
+  (Found by review, with tests here: RunCommand replies over the cap after UTF-8 cleaning; a
+  cwd leading out through a link; a .sealgate link in a checkpoint followed when writing the
+  fork's CA file; a fork failing once its checkpoint's snapshot was deleted; a store secret
+  named like a proxy variable duplicating the env key.)
 """
 
 import concurrent.futures
@@ -1260,6 +1264,51 @@ class LocalRuntimeTest(ApiTestCase):
                         r.stderr[MIB - 10:MIB + 100])
         exact = self.api.run(sandbox.id, "head -c %d /dev/zero | tr '\\0' c" % MIB)
         self.assertEqual(exact.stdout, "c" * MIB)
+
+    def test_output_that_grows_in_utf8_cleaning_stays_within_the_cap(self):
+        """Invalid bytes become 3-byte U+FFFD: 1 MiB of random bytes must not come back as a
+        3 MiB reply (over gRPC clients' default 4 MiB limit with both streams)."""
+        sandbox = self.api.create_sandbox()
+        r = self.api.run(sandbox.id, "head -c 2000000 /dev/urandom; "
+                                     "head -c 2000000 /dev/urandom >&2")
+        for stream, name in ((r.stdout, "stdout"), (r.stderr, "stderr")):
+            self.assertLessEqual(len(stream.encode()), MIB + 100, name)
+            self.assertTrue(stream.endswith("[sealgate: %s truncated at 1 MiB]\n" % name))
+
+    def test_a_cwd_that_leads_out_through_a_link_is_refused(self):
+        sandbox = self.api.create_sandbox()
+        self.run_ok(sandbox.id, "ln -s / root-link && mkdir -p sub/dir")
+        self.assertEqual(self.run_ok(sandbox.id, "pwd", cwd="sub/dir").strip().split("/")[-2:],
+                         ["sub", "dir"])
+        self.assertFails(FAILED_PRECONDITION, self.api.run, sandbox.id, "pwd", cwd="root-link")
+
+    def test_a_linked_ca_directory_in_a_checkpoint_is_not_followed(self):
+        """A sandbox replaces .sealgate by a link before its checkpoint: the fork's CA file is
+        written in the fork's own directory, and nothing appears where the link pointed."""
+        target = tempfile.mkdtemp(prefix="sealgate-e2e-target-")
+        self.addCleanup(shutil.rmtree, target, True)
+        sandbox = self.api.create_sandbox()
+        self.run_ok(sandbox.id, "rm -rf .sealgate && ln -s %s .sealgate" % target)
+        child = self.api.fork(self.api.checkpoint(sandbox.id).id)
+        self.assertEqual(os.listdir(target), [])
+        self.assertEqual(self.run_ok(child.id, "test -L .sealgate || cat \"$SSL_CERT_FILE\""),
+                         child.proxy.ca_cert_pem)
+
+    def test_a_fork_survives_the_deletion_of_its_checkpoints_snapshot(self):
+        snap = self.api.create_snapshot(unique("snap"), run_commands=["echo from-snap > s.txt"])
+        parent = self.api.create_sandbox(snapshot=snap.name)
+        cp = self.api.checkpoint(parent.id)
+        self.api.delete_snapshot(snap.name)
+        child = self.api.fork(cp.id)
+        self.assertEqual(child.snapshot, snap.name)
+        self.assertEqual(self.run_ok(child.id, "cat s.txt"), "from-snap\n")
+
+    def test_a_secret_named_like_a_proxy_variable_does_not_replace_it(self):
+        store = self.api.store_with({"HTTPS_PROXY": secret_value(), "OK_KEY": secret_value()})
+        sandbox = self.api.create_sandbox(store.name)
+        self.assertEqual(sandbox.env["HTTPS_PROXY"], sandbox.proxy.url)
+        self.assertRegex(sandbox.env["OK_KEY"], TOKEN_RE)
+        self.assertEqual(set(self.api.allowed_hosts(sandbox.id)[1]), {"OK_KEY"})
 
     def test_deleting_a_sandbox_kills_its_commands_and_removes_its_directory(self):
         """After DeleteSandbox nothing of the sandbox runs: its commands are killed (exit 137
