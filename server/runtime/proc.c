@@ -100,8 +100,10 @@ void sg_proc_kill_tag(const char *tag) {
   if (tag == NULL)
     return;
   pthread_mutex_lock(&running_lock);
+  size_t n = strlen(tag);
   for (sg_proc_entry *e = running; e != NULL; e = e->next) {
-    if (e->tag == NULL || strcmp(e->tag, tag) != 0)
+    /* |tag| itself, or a tag below it ("sandbox/3" under "sandbox"). */
+    if (e->tag == NULL || strncmp(e->tag, tag, n) != 0 || (e->tag[n] != '\0' && e->tag[n] != '/'))
       continue;
     e->killed = 1;
     if (e->pgid > 0)

@@ -47,7 +47,8 @@ int sg_proc_exec(const sg_proc_spec *spec, sg_proc_result *r, char *err, size_t 
 /* Frees |r|'s buffers; |r| may be zeroed or already freed. */
 void sg_proc_result_free(sg_proc_result *r);
 
-/* SIGKILLs the process group of every command running, or about to start, under |tag|; their
+/* SIGKILLs the process group of every command running, or about to start, under |tag| (that
+ * tag, or one below it: "sandbox/3" is under "sandbox"); their
  * sg_proc_exec calls return with killed = 1 (exit_code 137). Commands started after this call
  * returns are not affected. Thread-safe; does not wait. */
 void sg_proc_kill_tag(const char *tag);

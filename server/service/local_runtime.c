@@ -321,6 +321,10 @@ size_t sg_local_runtime_list_sandboxes(char ***ids) {
   return n;
 }
 
+void sg_local_runtime_cancel(const char *tag) {
+  sg_proc_kill_tag(tag);
+}
+
 /* --- RunCommand ---------------------------------------------------------------------------- */
 
 /* |len| bytes of one output stream as valid UTF-8 (no NUL: protobuf strings end there), each
@@ -364,7 +368,7 @@ static char *utf8_clean(const char *s, size_t len, int truncated, const char *st
 }
 
 typedef struct {
-  char *sandbox_id, *dir, *command;
+  char *sandbox_id, *tag, *dir, *command;
   char **env;
   int timeout_s;
   sg_run_done done;
@@ -381,7 +385,7 @@ static void run_work(void *arg) {
                        .env = j->env,
                        .timeout_ms = j->timeout_s * 1000,
                        .max_output = SG_RUN_MAX_OUTPUT,
-                       .tag = j->sandbox_id};
+                       .tag = j->tag};
   sg_proc_result r;
   char why[256];
   /* A cwd that leads out of the sandbox's directory through a link made in it is refused.
@@ -436,19 +440,26 @@ static void run_done(void *arg) {
     free(j->env[i]);
   free(j->env);
   free(j->sandbox_id);
+  free(j->tag);
   free(j->dir);
   free(j->command);
   free(j);
 }
 
 int sg_local_runtime_run(const char *sandbox_id, const char *cwd, char *const *env,
-                         const char *command, int timeout_s, sg_run_done done, void *arg) {
+                         const char *command, int timeout_s, sg_run_done done, void *arg,
+                         char tag[SG_RUN_TAG_LEN]) {
+  static atomic_ullong runs;
   if (atomic_fetch_add(&running, 1) >= SG_RUN_MAX_CONCURRENT) {
     atomic_fetch_sub(&running, 1);
     return -1;
   }
   run_job *j = sg_calloc(1, sizeof(*j));
   j->sandbox_id = sg_strdup(sandbox_id);
+  /* Under the sandbox's tag, so that deleting the sandbox kills it too. */
+  snprintf(tag, SG_RUN_TAG_LEN, "%s/%llu", sandbox_id,
+           (unsigned long long)atomic_fetch_add(&runs, 1));
+  j->tag = sg_strdup(tag);
   char *base = path_of("sandboxes", sandbox_id);
   if (cwd != NULL && cwd[0] != '\0') {
     j->dir = str_printf("%s/%s", base, cwd);

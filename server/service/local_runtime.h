@@ -20,6 +20,7 @@
 #define SG_RUN_MAX_OUTPUT       (1 << 20) /* per stream */
 #define SG_RUN_MAX_CONCURRENT   16        /* RunCommand calls at once, per process */
 #define SG_BUILD_MAX_CONCURRENT 4         /* snapshot builds at once, per process */
+#define SG_RUN_TAG_LEN          64        /* "<sandbox id>/<n>" */
 
 /* Turns the runtime on, rooted at |data_dir| (which exists), with the proxy CA's PEM that every
  * sandbox directory gets a copy of. Returns 0, or -1 with a message in |err|. */
@@ -62,12 +63,17 @@ typedef struct {
 
 /* Runs `/bin/sh -c |command|` in the sandbox's directory (or |cwd| inside it: a relative path
  * without ".."), with exactly |env| ("NAME=value", NULL-terminated) plus PATH and HOME, for at
- * most |timeout_s| seconds. |done| gets the output (NULL on failure, then |err| says why); it
+ * most |timeout_s| seconds. |tag| receives the name it runs under, for
+ * sg_local_runtime_cancel. |done| gets the output (NULL on failure, then |err| says why); it
  * is valid only during the callback. Returns -1 without calling |done| when
  * SG_RUN_MAX_CONCURRENT commands are already running. */
 typedef void (*sg_run_done)(void *arg, const sg_run_output *out, const char *err);
 int sg_local_runtime_run(const char *sandbox_id, const char *cwd, char *const *env,
-                         const char *command, int timeout_s, sg_run_done done, void *arg);
+                         const char *command, int timeout_s, sg_run_done done, void *arg,
+                         char tag[SG_RUN_TAG_LEN]);
+
+/* Kills the command sg_local_runtime_run started under |tag| (a cancelled call's). */
+void sg_local_runtime_cancel(const char *tag);
 
 /* The sandbox directories present here, for the sweep of ended sandboxes: ids, malloc'd, in
  * |*ids| (free each and the array). Blocking: call from a worker job. */

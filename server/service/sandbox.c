@@ -1120,7 +1120,15 @@ static void list_snapshots(sg_call *call, const ProtobufCMessage *req) {
 typedef struct {
   read_state read;
   int32_t timeout;
+  char tag[SG_RUN_TAG_LEN];
 } run_state;
+
+/* The client gave up (cancelled, deadline, connection gone): its command stops too, instead
+ * of holding one of the SG_RUN_MAX_CONCURRENT places until its own timeout. */
+static void run_cancelled(sg_call *call, void *arg) {
+  (void)call;
+  sg_local_runtime_cancel(((run_state *)arg)->tag);
+}
 
 static void ran(void *arg, const sg_run_output *out, const char *err) {
   run_state *st = arg;
@@ -1153,9 +1161,14 @@ static void run_got_sandbox(read_state *rs, PGresult *res, const uint8_t dek[SG_
   for (size_t i = 0; i < s.n_env; i++)
     env[i] = sg_arena_printf(a, "%s=%s", s.env[i]->key, s.env[i]->value);
   env[s.n_env] = NULL;
-  if (sg_local_runtime_run(s.id, req->cwd, env, req->command, st->timeout, ran, st) != 0)
+  if (sg_local_runtime_run(s.id, req->cwd, env, req->command, st->timeout, ran, st, st->tag) != 0) {
     sg_call_finish(o->call, SG_STATUS_RESOURCE_EXHAUSTED,
                    "%d commands are running already; retry later", SG_RUN_MAX_CONCURRENT);
+    return;
+  }
+  sg_call_on_cancel(o->call, run_cancelled, st);
+  if (sg_call_is_done(o->call)) /* cancelled while the sandbox was read */
+    sg_local_runtime_cancel(st->tag);
 }
 
 /* A path inside the sandbox's directory: relative, no "..", no empty or control bytes. */

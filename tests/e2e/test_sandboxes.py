@@ -1395,6 +1395,18 @@ class LocalRuntimeTest(ApiTestCase):
         self.assertEqual(set(codes), {OK, grpc.StatusCode.RESOURCE_EXHAUSTED})
         self.assertEqual(self.run_ok(sandbox.id, "echo again"), "again\n")
 
+    def test_a_command_whose_caller_gave_up_is_killed(self):
+        """A client's deadline passes while its command runs: the command dies with the call
+        instead of holding one of the 16 places until its own timeout."""
+        sandbox = self.api.create_sandbox()
+        request = S.sandbox_pb2.RunCommandRequest(
+            sandbox_id=sandbox.id, command="sleep 3; touch late.txt", timeout_seconds=60)
+        with self.assertRaises(grpc.RpcError) as caught:
+            self.api.sandboxes.RunCommand(request, metadata=self.api.metadata, timeout=1.0)
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        time.sleep(3.5)
+        self.assertEqual(self.run_ok(sandbox.id, "ls"), "")
+
     def test_a_store_value_never_appears_in_command_output_of_a_fork(self):
         """Forks and snapshot sandboxes hold tokens too, never values."""
         value = secret_value("top")
