@@ -5,6 +5,7 @@
 
 #include "core/clock.h"
 #include "crypto/apikey.h"
+#include "db/notify.h"
 #include "db/pool.h"
 #include "service/common.h"
 #include "service/queries.h"
@@ -16,6 +17,7 @@ typedef struct {
   uint8_t digest[SG_API_DIGEST_LEN];
   char org_id[ORG_ID_MAX + 1]; /* "" for a key known to be bad */
   int64_t expires_ns;
+  uint64_t gen; /* of the API-key caches when looked up; 0: not listening then */
 } cache_entry;
 
 static _Thread_local cache_entry cache[CACHE_SLOTS];
@@ -34,16 +36,25 @@ typedef struct {
   sg_call *call;
   sg_auth_next next;
   void *arg;
+  uint64_t gen;
   uint8_t digest[SG_API_DIGEST_LEN];
   const char *values[1];
   int lengths[1], formats[1];
 } lookup;
 
-static void remember(const uint8_t digest[SG_API_DIGEST_LEN], const char *org_id, int ttl_ms) {
+/* Kept SG_AUTH_TTL_MS, or SG_AUTH_NOTIFIED_TTL_MS when a revocation will reach us as a
+ * notification (db/notify.h) and drop the entry at once. */
+static void remember(const uint8_t digest[SG_API_DIGEST_LEN], const char *org_id, int ttl_ms,
+                     uint64_t gen) {
   cache_entry *e = slot(digest);
   memcpy(e->digest, digest, sizeof(e->digest));
   snprintf(e->org_id, sizeof(e->org_id), "%s", org_id);
-  e->expires_ns = sg_now_ns() + (int64_t)ttl_ms * 1000000;
+  e->gen = gen;
+  e->expires_ns = sg_now_ns() + (int64_t)(gen != 0 ? SG_AUTH_NOTIFIED_TTL_MS : ttl_ms) * 1000000;
+}
+
+static int fresh(const cache_entry *e) {
+  return e->expires_ns > sg_now_ns() && (e->gen == 0 || e->gen == sg_gen(SG_GEN_API_KEYS));
 }
 
 static void proceed(sg_call *call, sg_auth_next next, void *arg, const char *org_id) {
@@ -57,12 +68,12 @@ static void looked_up(void *arg, PGresult *res) {
   if (!sg_db_check(l->call, res, NULL, NULL))
     return;
   if (PQntuples(res) != 1) {
-    remember(l->digest, "", SG_AUTH_NEG_TTL_MS);
+    remember(l->digest, "", SG_AUTH_NEG_TTL_MS, 0); /* a key made now must work at once */
     sg_call_finish(l->call, SG_STATUS_UNAUTHENTICATED, "unknown or revoked API key");
     return;
   }
   const char *org = PQgetvalue(res, 0, 0);
-  remember(l->digest, org, SG_AUTH_TTL_MS);
+  remember(l->digest, org, SG_AUTH_TTL_MS, l->gen);
   proceed(l->call, l->next, l->arg, org);
 }
 
@@ -84,7 +95,7 @@ void sg_auth(sg_call *call, sg_auth_next next, void *arg) {
   lookup *l = sg_arena_zalloc(sg_call_arena(call), sizeof(*l));
   sg_api_key_digest(h + sizeof(bearer) - 1, len - (sizeof(bearer) - 1), l->digest);
   cache_entry *e = slot(l->digest);
-  if (e->expires_ns > sg_now_ns() && sg_api_digest_equal(e->digest, l->digest)) {
+  if (fresh(e) && sg_api_digest_equal(e->digest, l->digest)) {
     if (e->org_id[0] == '\0')
       sg_call_finish(call, SG_STATUS_UNAUTHENTICATED, "unknown or revoked API key");
     else
@@ -99,6 +110,7 @@ void sg_auth(sg_call *call, sg_auth_next next, void *arg) {
   l->call = call;
   l->next = next;
   l->arg = arg;
+  l->gen = sg_gen(SG_GEN_API_KEYS);
   l->values[0] = (const char *)l->digest;
   l->lengths[0] = SG_API_DIGEST_LEN;
   l->formats[0] = 1;
