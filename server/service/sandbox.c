@@ -669,6 +669,24 @@ static void delete_sandbox(sg_call *call, const ProtobufCMessage *req) {
 
 /* --- CreateCheckpoint ----------------------------------------------------------------------- */
 
+/* Checkpoints and snapshots: the id is drawn first, since the local runtime's directory is
+ * named after it and made before the row. Without the runtime |insert_row|(|st|) runs at once;
+ * with it, |stmt| ($1 |key|, $2 the caller's organization) checks first and |cb| goes on. */
+static void make_then_insert(sg_op *o, char id[SG_UUID_LEN + 1], void (*insert_row)(void *st),
+                             void *st, const char *key, int stmt, sg_db_cb cb) {
+  if (sg_uuid_generate(id) != 0) {
+    sg_call_finish(o->call, SG_STATUS_INTERNAL, "no randomness available");
+    return;
+  }
+  if (!sg_local_runtime_on()) {
+    insert_row(st);
+    return;
+  }
+  o->values[0] = key;
+  o->values[1] = o->org;
+  sg_db_exec(sg_db_local(), stmt, o->values, NULL, NULL, cb, st);
+}
+
 typedef struct {
   sg_op op;
   char id[SG_UUID_LEN + 1];
@@ -716,7 +734,8 @@ static void checkpoint_made(void *arg, PGresult *res) {
     sg_call_reply(o->call, &c.base);
 }
 
-static void checkpoint_insert(checkpoint_state *st) {
+static void checkpoint_insert(void *arg) {
+  checkpoint_state *st = arg;
   sg_op *o = &st->op;
   const Sealgate__V1__CreateCheckpointRequest *req = (const void *)o->req;
   o->values[0] = st->id;
@@ -760,18 +779,9 @@ static void checkpoint_authed(sg_call *call, void *arg, const char *org) {
     sg_op_invalid(o);
     return;
   }
-  if (sg_uuid_generate(st->id) != 0) {
-    sg_call_finish(call, SG_STATUS_INTERNAL, "no randomness available");
-    return;
-  }
-  if (!sg_local_runtime_on()) {
-    checkpoint_insert(st);
-    return;
-  }
   /* The copy is made before the row, so a checkpoint never exists without its directory. */
-  o->values[0] = req->sandbox_id;
-  o->values[1] = org;
-  sg_db_exec(sg_db_local(), Q_SANDBOX_GET, o->values, NULL, NULL, checkpoint_checked, st);
+  make_then_insert(o, st->id, checkpoint_insert, st, req->sandbox_id, Q_SANDBOX_GET,
+                   checkpoint_checked);
 }
 
 static void create_checkpoint(sg_call *call, const ProtobufCMessage *req) {
@@ -956,7 +966,8 @@ static void snapshot_made(void *arg, PGresult *res) {
   reply_snapshot(o, res, req->name, snapshot_taken(o, req->name));
 }
 
-static void snapshot_insert(snapshot_state *st) {
+static void snapshot_insert(void *arg) {
+  snapshot_state *st = arg;
   sg_op *o = &st->op;
   const Sealgate__V1__CreateSnapshotRequest *req = (const void *)o->req;
   const Sealgate__V1__Image *img = req->image;
@@ -1002,6 +1013,7 @@ static void snapshot_checked(void *arg, PGresult *res) {
 }
 
 static void snapshot_authed(sg_call *call, void *arg, const char *org) {
+  (void)call;
   snapshot_state *st = arg;
   sg_op *o = &st->op;
   const Sealgate__V1__CreateSnapshotRequest *req = (const void *)o->req;
@@ -1019,18 +1031,8 @@ static void snapshot_authed(sg_call *call, void *arg, const char *org) {
     sg_op_invalid(o);
     return;
   }
-  if (sg_uuid_generate(st->id) != 0) {
-    sg_call_finish(call, SG_STATUS_INTERNAL, "no randomness available");
-    return;
-  }
-  if (!sg_local_runtime_on()) {
-    snapshot_insert(st);
-    return;
-  }
   /* The name is checked before the (possibly long) build, and taken by the insert after it. */
-  o->values[0] = req->name;
-  o->values[1] = org;
-  sg_db_exec(sg_db_local(), Q_SNAPSHOT_GET, o->values, NULL, NULL, snapshot_checked, st);
+  make_then_insert(o, st->id, snapshot_insert, st, req->name, Q_SNAPSHOT_GET, snapshot_checked);
 }
 
 static void create_snapshot(sg_call *call, const ProtobufCMessage *req) {
