@@ -2,15 +2,16 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include "core/log.h"
+#include "core/mem.h"
 #include "db/pgtext.h"
 #include "db/pool.h"
-#include "service/common.h"
 #include "service/queries.h"
 
 #define CACHE_SLOTS 4096 /* direct-mapped; a miss costs one indexed read */
@@ -70,10 +71,11 @@ static void cache_put(const char *org_id, const uint8_t dek[SG_KEY_LEN]) {
   pthread_mutex_unlock(&cache_lock);
 }
 
+/* One fetch, owned here (malloc'd) until its callback has run: it does not depend on a call,
+ * so the egress proxy can use it too. */
 typedef struct {
-  sg_call *call;
-  const char *org_id;
-  sg_dek_cb cb;
+  char org_id[ORG_ID_MAX + 1];
+  sg_dek_fetch_cb cb;
   void *arg;
   int created; /* tried to create the key already */
   uint8_t wrapped[SG_WRAPPED_DEK_LEN];
@@ -82,9 +84,11 @@ typedef struct {
   int lengths[4], formats[4];
 } op;
 
-static void deliver(op *o, uint8_t dek[SG_KEY_LEN]) {
-  o->cb(o->call, o->arg, dek);
-  OPENSSL_cleanse(dek, SG_KEY_LEN);
+static void finish(op *o, sg_dek_status status, uint8_t *dek) {
+  o->cb(o->arg, status, status == SG_DEK_OK ? dek : NULL);
+  if (dek != NULL)
+    OPENSSL_cleanse(dek, SG_KEY_LEN);
+  free(o);
 }
 
 static void fetch(op *o);
@@ -95,14 +99,30 @@ static void key_unavailable(op *o, const char *why) {
   sg_log_cstr("root_key_id", root.id);
   sg_log_cstr("detail", why);
   sg_log_end();
-  sg_call_finish(o->call, SG_STATUS_INTERNAL, "encryption key unavailable");
+  finish(o, SG_DEK_FAILED, NULL);
+}
+
+/* Returns 1 for a successful result; otherwise ends the fetch (UNAVAILABLE when the database
+ * could not be reached or the connection failed, FAILED and a log line otherwise). */
+static int result_ok(op *o, PGresult *res) {
+  if (res != NULL &&
+      (PQresultStatus(res) == PGRES_TUPLES_OK || PQresultStatus(res) == PGRES_COMMAND_OK))
+    return 1;
+  const char *state = res != NULL ? sg_db_sqlstate(res) : "";
+  if (res == NULL || strncmp(state, "08", 2) == 0 || strncmp(state, "57", 2) == 0 ||
+      strcmp(state, "25006") == 0) {
+    finish(o, SG_DEK_UNAVAILABLE, NULL);
+    return 0;
+  }
+  const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+  key_unavailable(o, primary ? primary : "database error");
+  return 0;
 }
 
 static void created(void *arg, PGresult *res) {
   op *o = arg;
-  if (!sg_db_check(o->call, res, NULL, NULL))
-    return;
-  fetch(o); /* ours or a concurrent writer's: read whichever won */
+  if (result_ok(o, res))
+    fetch(o); /* ours or a concurrent writer's: read whichever won */
 }
 
 /* The organization has no data key yet: make one, wrapped for our root key. */
@@ -133,7 +153,7 @@ static void create(op *o) {
 
 static void fetched(void *arg, PGresult *res) {
   op *o = arg;
-  if (!sg_db_check(o->call, res, NULL, NULL))
+  if (!result_ok(o, res))
     return;
   if (PQntuples(res) != 1) {
     key_unavailable(o, "unexpected result reading the data key");
@@ -152,13 +172,16 @@ static void fetched(void *arg, PGresult *res) {
   }
   uint8_t *wrapped, dek[SG_KEY_LEN];
   size_t len;
-  if (sg_pg_bytea_parse(sg_call_arena(o->call), PQgetvalue(res, 0, 1), &wrapped, &len) != 0 ||
-      sg_dek_unwrap(&root, o->org_id, wrapped, len, dek) != 0) {
+  sg_arena *a = sg_arena_new();
+  int bad = sg_pg_bytea_parse(a, PQgetvalue(res, 0, 1), &wrapped, &len) != 0 ||
+            sg_dek_unwrap(&root, o->org_id, wrapped, len, dek) != 0;
+  sg_arena_free(a);
+  if (bad) {
     key_unavailable(o, "the wrapped data key failed authentication (tampered or wrong key)");
     return;
   }
   cache_put(o->org_id, dek);
-  deliver(o, dek);
+  finish(o, SG_DEK_OK, dek);
 }
 
 static void fetch(op *o) {
@@ -167,22 +190,47 @@ static void fetch(op *o) {
   sg_db_exec(sg_db_local(), Q_ORG_KEY_GET, o->values, NULL, NULL, fetched, o);
 }
 
-void sg_keyring_get(sg_call *call, const char *org_id, sg_dek_cb cb, void *arg) {
+void sg_keyring_fetch(const char *org_id, sg_dek_fetch_cb cb, void *arg) {
   uint8_t dek[SG_KEY_LEN];
-  if (!root_loaded) {
-    sg_call_finish(call, SG_STATUS_INTERNAL, "encryption key unavailable");
+  if (!root_loaded || strlen(org_id) > ORG_ID_MAX) {
+    cb(arg, SG_DEK_FAILED, NULL);
     return;
   }
-  op o_stack = {call, org_id, cb, arg, 0, {0}, {0}, {0}, {0}, {0}};
   if (cache_get(org_id, dek)) {
-    deliver(&o_stack, dek);
+    cb(arg, SG_DEK_OK, dek);
+    OPENSSL_cleanse(dek, sizeof(dek));
     return;
   }
   if (sg_db_local() == NULL) {
-    sg_call_finish(call, SG_STATUS_UNAVAILABLE, "database unavailable; retry later");
+    cb(arg, SG_DEK_UNAVAILABLE, NULL);
     return;
   }
-  op *o = sg_arena_zalloc(sg_call_arena(call), sizeof(*o));
-  *o = o_stack;
+  op *o = sg_calloc(1, sizeof(*o));
+  snprintf(o->org_id, sizeof(o->org_id), "%s", org_id);
+  o->cb = cb;
+  o->arg = arg;
   fetch(o);
+}
+
+/* sg_keyring_get on sg_keyring_fetch: the call's continuation, in its arena. */
+typedef struct {
+  sg_call *call;
+  sg_dek_cb cb;
+  void *arg;
+} call_fetch;
+
+static void fetched_for_call(void *arg, sg_dek_status status, const uint8_t *dek) {
+  call_fetch *f = arg;
+  if (status == SG_DEK_OK)
+    f->cb(f->call, f->arg, dek);
+  else if (status == SG_DEK_UNAVAILABLE)
+    sg_call_finish(f->call, SG_STATUS_UNAVAILABLE, "database unavailable; retry later");
+  else
+    sg_call_finish(f->call, SG_STATUS_INTERNAL, "encryption key unavailable");
+}
+
+void sg_keyring_get(sg_call *call, const char *org_id, sg_dek_cb cb, void *arg) {
+  call_fetch *f = sg_arena_alloc(sg_call_arena(call), sizeof(*f));
+  *f = (call_fetch){call, cb, arg};
+  sg_keyring_fetch(org_id, fetched_for_call, f);
 }

@@ -27,4 +27,13 @@ const sg_root_key *sg_keyring_root(void);
 typedef void (*sg_dek_cb)(sg_call *call, void *arg, const uint8_t dek[SG_KEY_LEN]);
 void sg_keyring_get(sg_call *call, const char *org_id, sg_dek_cb cb, void *arg);
 
+/* The same without a call (the egress proxy's lookups), on the calling loop's thread: |cb|
+ * runs exactly once, maybe before sg_keyring_fetch returns (a cached key), with SG_DEK_OK and
+ * the key (valid only during the callback), SG_DEK_UNAVAILABLE (database down: retry later)
+ * or SG_DEK_FAILED (logged: the key fails to authenticate, exists only under another root
+ * key, or cannot be made) and NULL. */
+typedef enum { SG_DEK_OK, SG_DEK_UNAVAILABLE, SG_DEK_FAILED } sg_dek_status;
+typedef void (*sg_dek_fetch_cb)(void *arg, sg_dek_status status, const uint8_t *dek);
+void sg_keyring_fetch(const char *org_id, sg_dek_fetch_cb cb, void *arg);
+
 #endif
