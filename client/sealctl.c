@@ -859,6 +859,43 @@ static int stores_create(int argc, char **argv) {
   return 0;
 }
 
+/* One page of a list: asks for up to |size| rows after |token| (fail() exits on an error) and
+ * returns the response, with |*next| pointing at its next_page_token. */
+typedef ProtobufCMessage *(*page_fetch)(const void *filters, int32_t size, char *token,
+                                        const char **next);
+
+/* Prints a listing page by page: every page when |page_size| is 0, else that one page and the
+ * token of the next. */
+static void list_pages(listing *l, long long page_size, int32_t default_size, const char *token,
+                       page_fetch fetch, const void *filters) {
+  char *next = sg_strdup(token);
+  do {
+    const char *following;
+    ProtobufCMessage *resp =
+        fetch(filters, (int32_t)(page_size > 0 ? page_size : default_size), next, &following);
+    listing_page(l, resp);
+    free(next);
+    next = sg_strdup(following);
+    protobuf_c_message_free_unpacked(resp, NULL);
+  } while (page_size == 0 && next[0] != '\0');
+  listing_end(l, next, page_size > 0);
+  free(next);
+}
+
+static ProtobufCMessage *stores_page(const void *filters, int32_t size, char *token,
+                                     const char **next) {
+  (void)filters;
+  Sealgate__V1__ListSecretStoresRequest req = SEALGATE__V1__LIST_SECRET_STORES_REQUEST__INIT;
+  req.page_size = size;
+  req.page_token = token;
+  Sealgate__V1__ListSecretStoresResponse *resp;
+  sg_status st;
+  if (sealgate_v1_secret_store_service_list_secret_stores(g.ch, &req, &resp, &g.lookup, &st))
+    fail("ListSecretStores", &st, NULL);
+  *next = resp->next_page_token;
+  return &resp->base;
+}
+
 static int stores_list(int argc, char **argv) {
   long long page_size = 0;
   const char *token = "";
@@ -869,22 +906,7 @@ static int stores_list(int argc, char **argv) {
   connect_channel(1);
   listing l;
   listing_start(&l, "secret_stores", store_cols, SG_ARRAY_LEN(store_cols), "No secret stores.");
-  char *next = sg_strdup(token);
-  do {
-    Sealgate__V1__ListSecretStoresRequest req = SEALGATE__V1__LIST_SECRET_STORES_REQUEST__INIT;
-    req.page_size = (int32_t)(page_size > 0 ? page_size : 100);
-    req.page_token = next;
-    Sealgate__V1__ListSecretStoresResponse *resp;
-    sg_status st;
-    if (sealgate_v1_secret_store_service_list_secret_stores(g.ch, &req, &resp, &g.lookup, &st))
-      fail("ListSecretStores", &st, NULL);
-    listing_page(&l, &resp->base);
-    free(next);
-    next = sg_strdup(resp->next_page_token);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-  } while (page_size == 0 && next[0] != '\0');
-  listing_end(&l, next, page_size > 0);
-  free(next);
+  list_pages(&l, page_size, 100, token, stores_page, NULL);
   return 0;
 }
 
@@ -1186,6 +1208,20 @@ static int sandboxes_delete(int argc, char **argv) {
   return sandbox_by_id(argc, argv, 1);
 }
 
+static ProtobufCMessage *sandboxes_page(const void *filters, int32_t size, char *token,
+                                        const char **next) {
+  (void)filters;
+  Sealgate__V1__ListSandboxesRequest req = SEALGATE__V1__LIST_SANDBOXES_REQUEST__INIT;
+  req.page_size = size;
+  req.page_token = token;
+  Sealgate__V1__ListSandboxesResponse *resp;
+  sg_status st;
+  if (sealgate_v1_sandbox_service_list_sandboxes(g.ch, &req, &resp, &g.lookup, &st))
+    fail("ListSandboxes", &st, NULL);
+  *next = resp->next_page_token;
+  return &resp->base;
+}
+
 static int sandboxes_list(int argc, char **argv) {
   long long page_size = 0;
   const char *token = "";
@@ -1196,22 +1232,7 @@ static int sandboxes_list(int argc, char **argv) {
   connect_channel(1);
   listing l;
   listing_start(&l, "sandboxes", sandbox_cols, SG_ARRAY_LEN(sandbox_cols), "No sandboxes.");
-  char *next = sg_strdup(token);
-  do {
-    Sealgate__V1__ListSandboxesRequest req = SEALGATE__V1__LIST_SANDBOXES_REQUEST__INIT;
-    req.page_size = (int32_t)(page_size > 0 ? page_size : 100);
-    req.page_token = next;
-    Sealgate__V1__ListSandboxesResponse *resp;
-    sg_status st;
-    if (sealgate_v1_sandbox_service_list_sandboxes(g.ch, &req, &resp, &g.lookup, &st))
-      fail("ListSandboxes", &st, NULL);
-    listing_page(&l, &resp->base);
-    free(next);
-    next = sg_strdup(resp->next_page_token);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-  } while (page_size == 0 && next[0] != '\0');
-  listing_end(&l, next, page_size > 0);
-  free(next);
+  list_pages(&l, page_size, 100, token, sandboxes_page, NULL);
   return 0;
 }
 
@@ -1415,6 +1436,28 @@ static const char *const audit_cols[] = {"time",        "decision",       "sandb
                                          "secret_name", "secret_version", "method",
                                          "host",        "path",           "reason"};
 
+typedef struct {
+  const char *sandbox, *store, *secret, *since;
+} audit_filters;
+
+static ProtobufCMessage *audit_page(const void *filters, int32_t size, char *token,
+                                    const char **next) {
+  const audit_filters *f = filters;
+  Sealgate__V1__ListAuditEventsRequest req = SEALGATE__V1__LIST_AUDIT_EVENTS_REQUEST__INIT;
+  req.sandbox_id = (char *)f->sandbox;
+  req.store_id = (char *)f->store;
+  req.secret_name = (char *)f->secret;
+  req.since = (char *)f->since;
+  req.page_size = size;
+  req.page_token = token;
+  Sealgate__V1__ListAuditEventsResponse *resp;
+  sg_status st;
+  if (sealgate_v1_audit_service_list_audit_events(g.ch, &req, &resp, &g.lookup, &st))
+    fail("ListAuditEvents", &st, "check the sandbox or store id");
+  *next = resp->next_page_token;
+  return &resp->base;
+}
+
 static int audit_list(int argc, char **argv) {
   const char *sandbox = "", *store = "", *secret = "", *since = "", *token = "";
   long long page_size = 0;
@@ -1433,26 +1476,8 @@ static int audit_list(int argc, char **argv) {
   connect_channel(1);
   listing l;
   listing_start(&l, "events", audit_cols, SG_ARRAY_LEN(audit_cols), "No audit events.");
-  char *next = sg_strdup(token);
-  do {
-    Sealgate__V1__ListAuditEventsRequest req = SEALGATE__V1__LIST_AUDIT_EVENTS_REQUEST__INIT;
-    req.sandbox_id = (char *)sandbox;
-    req.store_id = (char *)store;
-    req.secret_name = (char *)secret;
-    req.since = (char *)since;
-    req.page_size = (int32_t)(page_size > 0 ? page_size : 500);
-    req.page_token = next;
-    Sealgate__V1__ListAuditEventsResponse *resp;
-    sg_status st;
-    if (sealgate_v1_audit_service_list_audit_events(g.ch, &req, &resp, &g.lookup, &st))
-      fail("ListAuditEvents", &st, "check the sandbox or store id");
-    listing_page(&l, &resp->base);
-    free(next);
-    next = sg_strdup(resp->next_page_token);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-  } while (page_size == 0 && next[0] != '\0');
-  listing_end(&l, next, page_size > 0);
-  free(next);
+  audit_filters f = {sandbox, store, secret, since};
+  list_pages(&l, page_size, 500, token, audit_page, &f);
   return 0;
 }
 
