@@ -1,5 +1,6 @@
 #include "crypto/token.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -9,15 +10,19 @@
 
 static const char hex[] = "0123456789abcdef";
 
+static void to_hex(const uint8_t *in, size_t n, char *out) {
+  for (size_t i = 0; i < n; i++) {
+    out[2 * i] = hex[in[i] >> 4];
+    out[2 * i + 1] = hex[in[i] & 15];
+  }
+  out[2 * n] = '\0';
+}
+
 static int random_hex(char *out, size_t digits) {
   uint8_t raw[32];
   if (digits / 2 > sizeof(raw) || RAND_bytes(raw, (int)(digits / 2)) != 1)
     return -1;
-  for (size_t i = 0; i < digits / 2; i++) {
-    out[2 * i] = hex[raw[i] >> 4];
-    out[2 * i + 1] = hex[raw[i] & 15];
-  }
-  out[digits] = '\0';
+  to_hex(raw, digits / 2, out);
   OPENSSL_cleanse(raw, sizeof(raw));
   return 0;
 }
@@ -55,4 +60,21 @@ int sg_token_is_sealed(const char *s, size_t len) {
 void sg_token_digest(const char *s, size_t len, uint8_t out[SG_TOKEN_DIGEST_LEN]) {
   unsigned int n = 0;
   EVP_Digest(s, len, out, &n, EVP_sha256(), NULL);
+}
+
+void sg_token_digest_hex(const char *s, size_t len, char out[2 * SG_TOKEN_DIGEST_LEN + 1]) {
+  uint8_t digest[SG_TOKEN_DIGEST_LEN];
+  sg_token_digest(s, len, digest);
+  to_hex(digest, sizeof(digest), out);
+}
+
+int sg_uuid_is_canonical(const char *s) {
+  if (strlen(s) != SG_UUID_LEN)
+    return 0;
+  for (int i = 0; i < SG_UUID_LEN; i++) {
+    int dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
+      return 0;
+  }
+  return 1;
 }

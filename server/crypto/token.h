@@ -32,4 +32,11 @@ int sg_token_is_sealed(const char *s, size_t len);
 /* SHA-256 of |len| bytes of |s|: how tokens and proxy credentials are stored and looked up. */
 void sg_token_digest(const char *s, size_t len, uint8_t out[SG_TOKEN_DIGEST_LEN]);
 
+/* The same digest in lower-case hex, and a NUL (as SQL's decode(..., 'hex') reads it). */
+void sg_token_digest_hex(const char *s, size_t len, char out[2 * SG_TOKEN_DIGEST_LEN + 1]);
+
+/* Nonzero if |s| is a UUID in text form: 8-4-4-4-12 hexadecimal digits, as PostgreSQL prints
+ * one (and as ids become path components and page-token keys). */
+int sg_uuid_is_canonical(const char *s);
+
 #endif

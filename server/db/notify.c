@@ -92,6 +92,15 @@ static PGconn *connect_and_listen(void) {
   return pg;
 }
 
+/* Acts on every notification libpq has read. */
+static void drain(PGconn *pg) {
+  PGnotify *note;
+  while ((note = PQnotifies(pg)) != NULL) {
+    on_payload(note->extra);
+    PQfreemem(note);
+  }
+}
+
 /* Reads notifications until the connection fails or the process stops. */
 static void serve_connection(PGconn *pg) {
   time_t last = time(NULL);
@@ -103,11 +112,7 @@ static void serve_connection(PGconn *pg) {
     if (n > 0) {
       if (PQconsumeInput(pg) == 0)
         return;
-      PGnotify *note;
-      while ((note = PQnotifies(pg)) != NULL) {
-        on_payload(note->extra);
-        PQfreemem(note);
-      }
+      drain(pg);
       last = time(NULL);
     } else if (time(NULL) - last >= PING_EVERY_S) {
       PGresult *res = PQexec(pg, "SELECT 1");
@@ -115,12 +120,7 @@ static void serve_connection(PGconn *pg) {
       PQclear(res);
       if (!ok)
         return;
-      /* Notifications that came with the ping's answer. */
-      PGnotify *note;
-      while ((note = PQnotifies(pg)) != NULL) {
-        on_payload(note->extra);
-        PQfreemem(note);
-      }
+      drain(pg); /* notifications that came with the ping's answer */
       last = time(NULL);
     }
   }

@@ -1,11 +1,11 @@
 #include "service/common.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
+#include "crypto/token.h"
 #include "db/pgtext.h"
 #include "db/pool.h"
 #include "google/protobuf/empty.pb-c.h"
@@ -124,18 +124,6 @@ static int token_time_ok(const char *t) {
          second <= 59;
 }
 
-/* 8-4-4-4-12 hexadecimal digits, as PostgreSQL prints a uuid. */
-static int canonical_uuid(const char *s) {
-  if (strlen(s) != 36)
-    return 0;
-  for (int i = 0; i < 36; i++) {
-    int dash = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
-      return 0;
-  }
-  return 1;
-}
-
 int sg_page_token_parse(sg_op *o, const char *token) {
   size_t len = strlen(token);
   if (len == 0) {
@@ -154,7 +142,7 @@ int sg_page_token_parse(sg_op *o, const char *token) {
   *bar = '\0';
   o->values[1] = (char *)raw + 2;
   o->values[2] = bar + 1;
-  if (!token_time_ok(o->values[1]) || !canonical_uuid(o->values[2]))
+  if (!token_time_ok(o->values[1]) || !sg_uuid_is_canonical(o->values[2]))
     goto bad;
   return 0;
 bad:

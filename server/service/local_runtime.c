@@ -14,6 +14,7 @@
 #include "core/file.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "crypto/token.h"
 #include "net/loop.h"
 #include "runtime/dir.h"
 #include "runtime/proc.h"
@@ -288,17 +289,6 @@ void sg_local_runtime_remove(const char *kind, const char *id) {
   sg_work_submit(sg_loop_current(), remove_work, NULL, j);
 }
 
-static int canonical_uuid(const char *s) {
-  if (strlen(s) != 36)
-    return 0;
-  for (int i = 0; i < 36; i++) {
-    int dash = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash ? s[i] != '-' : !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-      return 0;
-  }
-  return 1;
-}
-
 size_t sg_local_runtime_list_sandboxes(char ***ids) {
   char path[4096];
   snprintf(path, sizeof(path), "%s/sandboxes", root);
@@ -309,7 +299,7 @@ size_t sg_local_runtime_list_sandboxes(char ***ids) {
   size_t n = 0, cap = 0;
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
-    if (!canonical_uuid(e->d_name))
+    if (!sg_uuid_is_canonical(e->d_name))
       continue; /* anything else here is not ours to sweep */
     if (n == cap) {
       cap = cap ? 2 * cap : 16;

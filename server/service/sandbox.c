@@ -302,17 +302,6 @@ static int plain_has(const create_state *st, const char *name) {
   return 0;
 }
 
-static char *hex_of(sg_arena *a, const uint8_t *b, size_t n) {
-  static const char hex[] = "0123456789abcdef";
-  char *out = sg_arena_alloc(a, 2 * n + 1);
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = hex[b[i] >> 4];
-    out[2 * i + 1] = hex[b[i] & 15];
-  }
-  out[2 * n] = '\0';
-  return out;
-}
-
 /* Makes the tokens and the sealed part; fills the insert's parameters. Returns 0, or -1
  * (call finished). */
 static int make_sandbox(create_state *st, const PGresult *res) {
@@ -357,23 +346,22 @@ static int make_sandbox(create_state *st, const PGresult *res) {
   char **digests = sg_arena_alloc(a, (n_slots + 1) * sizeof(char *));
   char **stores = sg_arena_alloc(a, (n_slots + 1) * sizeof(char *));
   char **names = sg_arena_alloc(a, (n_slots + 1) * sizeof(char *));
-  uint8_t digest[SG_TOKEN_DIGEST_LEN];
   if (sg_uuid_generate(st->id) != 0 || sg_proxy_secret_generate(proxy->url) != 0)
     goto no_random;
   for (size_t i = 0; i < n_slots; i++) {
     char *token = sg_arena_alloc(a, SG_TOKEN_LEN + 1);
     if (sg_token_generate(token) != 0)
       goto no_random;
-    sg_token_digest(token, SG_TOKEN_LEN, digest);
-    digests[i] = hex_of(a, digest, sizeof(digest));
+    digests[i] = sg_arena_alloc(a, 2 * SG_TOKEN_DIGEST_LEN + 1);
+    sg_token_digest_hex(token, SG_TOKEN_LEN, digests[i]);
     stores[i] = (char *)slots[i].store_id;
     names[i] = slots[i].name;
     add_env(a, inner, slots[i].name, token);
   }
   for (size_t i = 0; i < st->n_plain; i++)
     add_env(a, inner, st->plain[i]->key, st->plain[i]->value);
-  sg_token_digest(proxy->url, SG_PROXY_SECRET_LEN, digest);
-  char *proxy_digest = hex_of(a, digest, sizeof(digest));
+  char *proxy_digest = sg_arena_alloc(a, 2 * SG_TOKEN_DIGEST_LEN + 1);
+  sg_token_digest_hex(proxy->url, SG_PROXY_SECRET_LEN, proxy_digest);
 
   size_t plain_len = sealgate__v1__sandbox__get_packed_size(inner);
   uint8_t *plain = sg_arena_alloc(a, plain_len + 1);
