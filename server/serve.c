@@ -14,6 +14,7 @@
 #include "core/flags.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "db/audit_writer.h"
 #include "db/migrate.h"
 #include "db/notify.h"
 #include "db/pool.h"
@@ -22,6 +23,7 @@
 #include "net/loop.h"
 #include "net/tls.h"
 #include "proxy/ca.h"
+#include "proxy/proxy.h"
 #include "runtime/proc.h"
 #include "runtime/work.h"
 #include "service/api.h"
@@ -57,6 +59,11 @@ typedef struct {
   int local_runtime;
   const char *proxy_advertise;
   const char *sandbox_ca_file;
+  const char *proxy_listen;
+  const char *upstream_ca;
+  sg_strlist proxy_allow_cidr, proxy_allow_port, proxy_resolve;
+  long long proxy_max_head_bytes, proxy_max_body_bytes;
+  long long proxy_idle_timeout, proxy_upstream_timeout;
 } serve_config;
 
 static serve_config cfg = {
@@ -72,7 +79,10 @@ static serve_config cfg = {
     .shutdown_grace = 30,
     .log_level = "info",
     .log_format = "text",
-    .proxy_advertise = "127.0.0.1:3128",
+    .proxy_max_head_bytes = 64 << 10,
+    .proxy_max_body_bytes = 16 << 20,
+    .proxy_idle_timeout = 120,
+    .proxy_upstream_timeout = 60,
     .sandbox_ca_file = "/etc/sealgate/proxy-ca.pem",
 };
 
@@ -89,8 +99,29 @@ static const sg_flag flags[] = {
      "this node's files: the proxy CA (made at first start), local-runtime directories"},
     {"local-runtime", SG_FLAG_BOOL, &cfg.local_runtime, 0, 0, NULL,
      "run sandboxes as local processes (RunCommand); for development and tests"},
+    {"proxy-listen", SG_FLAG_STR, &cfg.proxy_listen, 0, 0, "HOST:PORT",
+     "the egress proxy's listener (HTTP forward proxy for sandboxes)"},
     {"proxy-advertise", SG_FLAG_STR, &cfg.proxy_advertise, 0, 0, "HOST:PORT",
-     "the egress proxy's address put in sandboxes' proxy.url (default 127.0.0.1:3128)"},
+     "the egress proxy's address put in sandboxes' proxy.url (default: the --proxy-listen "
+     "address, else 127.0.0.1:3128)"},
+    {"proxy-allow-cidr", SG_FLAG_LIST, &cfg.proxy_allow_cidr, 0, 0, "CIDR",
+     "a private address range the proxy may connect to (repeatable; e.g. 127.0.0.0/8 in "
+     "tests)"},
+    {"proxy-allow-port", SG_FLAG_LIST, &cfg.proxy_allow_port, 0, 0, "PORT",
+     "a CONNECT port besides 443, or a plain-http port besides 80 (repeatable)"},
+    {"proxy-resolve", SG_FLAG_LIST, &cfg.proxy_resolve, 0, 0, "HOST:ADDR",
+     "a fixed DNS answer for the proxy, like curl's --resolve (repeatable; tests)"},
+    {"upstream-ca", SG_FLAG_STR, &cfg.upstream_ca, 0, 0, "FILE",
+     "a PEM bundle the proxy trusts for upstream servers, besides the system's"},
+    {"proxy-max-head-bytes", SG_FLAG_BYTES, &cfg.proxy_max_head_bytes, 1024, 1 << 20, "SIZE",
+     "largest request head the proxy accepts (default 64KiB; over it: 431)"},
+    {"proxy-max-body-bytes", SG_FLAG_BYTES, &cfg.proxy_max_body_bytes, 1024, 1LL << 30, "SIZE",
+     "largest Content-Length body the proxy buffers to substitute in (default 16MiB; over "
+     "it: 413)"},
+    {"proxy-idle-timeout", SG_FLAG_INT, &cfg.proxy_idle_timeout, 0, 86400, "SECONDS",
+     "close a sandbox's proxy connection idle for this long (default 120; 0: never)"},
+    {"proxy-upstream-timeout", SG_FLAG_INT, &cfg.proxy_upstream_timeout, 1, 86400, "SECONDS",
+     "connect + handshake upstream, and silence while a response is due (default 60)"},
     {"sandbox-ca-file", SG_FLAG_STR, &cfg.sandbox_ca_file, 0, 0, "PATH",
      "where SSL_CERT_FILE & co. point in sandboxes without --local-runtime (the orchestrator "
      "puts proxy.ca_cert_pem there; default /etc/sealgate/proxy-ca.pem)"},
@@ -133,7 +164,7 @@ static void usage(FILE *out) {
 typedef struct {
   int fd;
   struct event *ev;
-  const sg_conn_options *opts;
+  const sg_conn_options *opts; /* a gRPC listener's; NULL for the proxy's */
   const char *kind;
 } listener;
 
@@ -141,13 +172,16 @@ static struct {
   sg_loop *main;
   sg_loop **workers;
   size_t n_workers, next_worker, drained;
-  listener listeners[2];
+  listener listeners[3];
   size_t n_listeners;
   struct event *sigterm, *sigint, *grace, *accept_pause;
   int stopping;
   sg_h2_options h2;
   sg_conn_options plain, tls;
   sg_db_options db;
+  sg_proxy *proxy;
+  sg_proxy_options proxy_opts;
+  char proxy_address[80];
 } srv;
 
 typedef struct {
@@ -158,7 +192,10 @@ typedef struct {
 
 static void start_conn(void *arg) {
   accepted *a = arg;
-  sg_conn_start(sg_loop_current(), a->fd, a->peer, a->opts);
+  if (a->opts != NULL)
+    sg_conn_start(sg_loop_current(), a->fd, a->peer, a->opts);
+  else
+    sg_proxy_conn_start(srv.proxy, a->fd, a->peer);
   free(a);
 }
 
@@ -209,6 +246,7 @@ static void main_count_drained(void *arg) {
 }
 
 static void worker_drained(void *arg) {
+  sg_proxy_close_all();
   sg_sandbox_sweep_stop();
   sg_secret_store_cache_drop();
   sg_db_free(sg_db_local()); /* no call is left to wait for it */
@@ -225,6 +263,7 @@ static void worker_drain(void *arg) {
 static void worker_force_close(void *arg) {
   (void)arg;
   sg_conn_close_all();
+  sg_proxy_close_all();
 }
 
 static void force_close(evutil_socket_t fd, short what, void *arg) {
@@ -284,6 +323,8 @@ static int add_listener(const char *addr, const sg_conn_options *opts, const cha
   event_add(l->ev, NULL);
   char where[80];
   sg_listener_address(fd, where, sizeof(where));
+  if (opts == NULL)
+    snprintf(srv.proxy_address, sizeof(srv.proxy_address), "%s", where);
   sg_log_begin(SG_LOG_INFO, "listening");
   sg_log_cstr("listener", kind);
   sg_log_cstr("address", where);
@@ -354,6 +395,22 @@ static sg_router *build_router(const sg_serve_extras *extras) {
 
 static int run(const sg_serve_extras *extras);
 
+/* Where sandboxes are told the proxy is: the operator's word, else our own listener (a
+ * wildcard address advertised as loopback), else the conventional local port. */
+static void proxy_advertised(char *out, size_t cap) {
+  if (cfg.proxy_advertise != NULL || cfg.proxy_listen == NULL) {
+    snprintf(out, cap, "%s", cfg.proxy_advertise ? cfg.proxy_advertise : "127.0.0.1:3128");
+    return;
+  }
+  const char *port = strrchr(srv.proxy_address, ':');
+  if (strncmp(srv.proxy_address, "0.0.0.0:", 8) == 0)
+    snprintf(out, cap, "127.0.0.1%s", port);
+  else if (strncmp(srv.proxy_address, "[::]:", 5) == 0)
+    snprintf(out, cap, "[::1]%s", port);
+  else
+    snprintf(out, cap, "%s", srv.proxy_address);
+}
+
 static sg_ca *srv_ca; /* the proxy CA, from --data-dir */
 
 int sg_serve_main(int argc, char **argv, const sg_serve_extras *extras) {
@@ -373,6 +430,7 @@ int sg_serve_main(int argc, char **argv, const sg_serve_extras *extras) {
   raise_fd_limit();
   sg_log_start_writer();
   rv = run(extras);
+  sg_audit_stop();
   sg_notify_stop();
   if (srv_ca != NULL)
     sg_ca_free(srv_ca);
@@ -426,6 +484,8 @@ static int run(const sg_serve_extras *extras) {
     return 1;
   if (sg_notify_start(cfg.db) != 0)
     sg_fatal("cannot start the cache-invalidation thread");
+  if (sg_audit_start(cfg.db) != 0)
+    sg_fatal("cannot start the audit writer thread");
   sg_ca *ca = srv_ca = sg_ca_load_or_create(cfg.data_dir, err, sizeof(err));
   if (ca == NULL) {
     fprintf(stderr, "sealgate: --data-dir: %s\n", err);
@@ -436,8 +496,23 @@ static int run(const sg_serve_extras *extras) {
     fprintf(stderr, "sealgate: --local-runtime: %s\n", err);
     return 1;
   }
-  sg_sandbox_config sandboxes = {cfg.proxy_advertise, sg_ca_cert_pem(ca), cfg.sandbox_ca_file};
-  sg_sandbox_configure(&sandboxes);
+  if (cfg.proxy_listen != NULL) {
+    srv.proxy_opts = (sg_proxy_options){
+        .ca = ca,
+        .upstream_ca = cfg.upstream_ca,
+        .allow_cidrs = cfg.proxy_allow_cidr,
+        .allow_ports = cfg.proxy_allow_port,
+        .resolve = cfg.proxy_resolve,
+        .max_head_bytes = (size_t)cfg.proxy_max_head_bytes,
+        .max_body_bytes = (size_t)cfg.proxy_max_body_bytes,
+        .idle_timeout_ms = cfg.proxy_idle_timeout * 1000,
+        .upstream_timeout_ms = cfg.proxy_upstream_timeout * 1000,
+    };
+    if ((srv.proxy = sg_proxy_new(&srv.proxy_opts, err, sizeof(err))) == NULL) {
+      fprintf(stderr, "sealgate: %s\n", err);
+      return 1;
+    }
+  }
   sg_router *router = build_router(extras);
   const uint8_t *set =
       extras && extras->descriptor_set ? extras->descriptor_set : sg_descriptor_set;
@@ -486,6 +561,12 @@ static int run(const sg_serve_extras *extras) {
   if (cfg.grpc_tls_listen != NULL &&
       add_listener(cfg.grpc_tls_listen, &srv.tls, "grpc-tls-listen") != 0)
     return 1;
+  if (cfg.proxy_listen != NULL && add_listener(cfg.proxy_listen, NULL, "proxy-listen") != 0)
+    return 1;
+  static char advertise[96]; /* sandbox.c keeps the pointer */
+  proxy_advertised(advertise, sizeof(advertise));
+  sg_sandbox_config sandboxes = {advertise, sg_ca_cert_pem(ca), cfg.sandbox_ca_file};
+  sg_sandbox_configure(&sandboxes);
 
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   srv.n_workers = cfg.threads > 0 ? (size_t)cfg.threads : (size_t)(cores > 0 ? cores : 1);
@@ -531,6 +612,8 @@ static int run(const sg_serve_extras *extras) {
   free(srv.workers);
   if (srv.tls.tls != NULL)
     SSL_CTX_free(srv.tls.tls);
+  sg_proxy_free(srv.proxy);
+  srv.proxy = NULL;
   sg_reflection_cleanup();
   sg_health_reset();
   sg_router_free(router);

@@ -5,6 +5,7 @@
 
 extern const unsigned char sg_migration_0001[];
 extern const unsigned char sg_migration_0002[];
+extern const unsigned char sg_migration_0003[];
 
 static const struct {
   int version;
@@ -13,6 +14,7 @@ static const struct {
 } migrations[] = {
     {1, "0001_init", sg_migration_0001},
     {2, "0002_sandboxes", sg_migration_0002},
+    {3, "0003_audit", sg_migration_0003},
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -40,6 +42,27 @@ PGconn *sg_db_connect_blocking(const char *conninfo, char *err, size_t errlen) {
   }
   snprintf(err, errlen, "cannot connect to the database: %s",
            pg ? PQerrorMessage(pg) : "out of memory");
+  err[strcspn(err, "\n")] = '\0';
+  PQfinish(pg);
+  return NULL;
+}
+
+PGconn *sg_db_connect_background(const char *conninfo, const char *app, char *err, size_t errlen) {
+  const char *keys[] = {"dbname",
+                        "fallback_application_name",
+                        "connect_timeout",
+                        "keepalives_idle",
+                        "keepalives_interval",
+                        "keepalives_count",
+                        "tcp_user_timeout",
+                        NULL};
+  const char *values[] = {conninfo, app, "5", "5", "2", "2", "10000", NULL};
+  PGconn *pg = PQconnectdbParams(keys, values, 1);
+  if (pg != NULL && PQstatus(pg) == CONNECTION_OK) {
+    PQsetNoticeProcessor(pg, quiet, NULL);
+    return pg;
+  }
+  snprintf(err, errlen, "%s", pg ? PQerrorMessage(pg) : "out of memory");
   err[strcspn(err, "\n")] = '\0';
   PQfinish(pg);
   return NULL;

@@ -17,6 +17,13 @@ int sg_schema_latest(void);
 /* Connects, blocking. Returns the connection, or NULL with libpq's message in |err|. */
 PGconn *sg_db_connect_blocking(const char *conninfo, char *err, size_t errlen);
 
+/* Connects, blocking, for a thread of its own that holds the connection for long
+ * (db/notify.c, db/audit_writer.c): |app| names it in pg_stat_activity, connecting gives up
+ * after 5 s per host, and TCP keepalives plus a user timeout notice a peer that vanished (a
+ * failover, a cut cable) within about 10 s, also in the middle of a query. Returns the
+ * connection, or NULL with libpq's message (first line) in |err|. */
+PGconn *sg_db_connect_background(const char *conninfo, const char *app, char *err, size_t errlen);
+
 /* Reads the database's schema version into |*version| (0 if sealgate never migrated it).
  * Returns 0, or -1 with a message in |err|. */
 int sg_schema_read(PGconn *pg, int *version, char *err, size_t errlen);

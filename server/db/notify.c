@@ -11,6 +11,7 @@
 #include <libpq-fe.h>
 
 #include "core/log.h"
+#include "db/migrate.h"
 
 #define CHANNEL        "sealgate_invalidate"
 #define POLL_MS        500
@@ -67,21 +68,10 @@ static void nap_ms(int ms) {
 }
 
 static PGconn *connect_and_listen(void) {
-  /* Keepalives bound how long a connection that died silently (a failover, a cut cable) goes
-   * unnoticed; the periodic ping covers the rest. */
-  const char *keys[] = {"dbname",
-                        "fallback_application_name",
-                        "connect_timeout",
-                        "keepalives_idle",
-                        "keepalives_interval",
-                        "keepalives_count",
-                        NULL};
-  const char *values[] = {db_conninfo, "sealgate-notify", "5", "5", "2", "2", NULL};
-  PGconn *pg = PQconnectdbParams(keys, values, 1);
-  if (pg == NULL || PQstatus(pg) != CONNECTION_OK) {
-    PQfinish(pg);
+  char err[256];
+  PGconn *pg = sg_db_connect_background(db_conninfo, "sealgate-notify", err, sizeof(err));
+  if (pg == NULL)
     return NULL;
-  }
   PGresult *res = PQexec(pg, "LISTEN " CHANNEL);
   int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
   PQclear(res);

@@ -30,6 +30,31 @@
 #define SNAPSHOT_COLS                                                                              \
   "id, name, base, apt_packages, pip_packages, run_commands, " RFC3339("created_at")
 
+#define AUDIT_COLS                                                                                 \
+  "id, " RFC3339("time") ", coalesce(sandbox_id::text, ''), coalesce(store_id::text, ''), "        \
+                         "secret_name, secret_version, host, method, path, decision, reason, "     \
+                         "to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+
+/* Each filter of ListAuditEvents, on (1) or off (0: its parameter is "", a constant the
+ * planner sees through). */
+#define AUDIT_BY_SANDBOX_1 "sandbox_id = $5::uuid"
+#define AUDIT_BY_SANDBOX_0 "$5 = ''"
+#define AUDIT_BY_STORE_1   "store_id = $6::uuid"
+#define AUDIT_BY_STORE_0   "$6 = ''"
+#define AUDIT_BY_SECRET_1  "secret_name = $7"
+#define AUDIT_BY_SECRET_0  "$7 = ''"
+#define AUDIT_LIST_SQL(sandbox, store, secret)                                                     \
+  "SELECT " AUDIT_COLS " FROM audit_events WHERE org_id = $1"                                      \
+  " AND " AUDIT_BY_SANDBOX_##sandbox " AND " AUDIT_BY_STORE_##store                                \
+      " AND " AUDIT_BY_SECRET_##secret                                                             \
+      " AND time >= $8::timestamptz"                                                               \
+      " AND (time, id) > ($2::timestamp AT TIME ZONE 'UTC', $3::uuid) ORDER BY time, id LIMIT $4"
+#define AUDIT_BITS(sandbox, store, secret)                                                         \
+  ((sandbox)*AUDIT_BY_SANDBOX + (store)*AUDIT_BY_STORE + (secret)*AUDIT_BY_SECRET)
+#define AUDIT_LIST(sandbox, store, secret, name)                                                   \
+  [Q_AUDIT_LIST +                                                                                  \
+      AUDIT_BITS(sandbox, store, secret)] = {name, AUDIT_LIST_SQL(sandbox, store, secret), 8}
+
 const sg_db_stmt sg_queries[Q_COUNT] = {
     [Q_AUTH_KEY] = {"auth_key",
                     "SELECT org_id FROM api_keys WHERE digest = $1::bytea AND revoked_at IS NULL",
@@ -191,6 +216,27 @@ const sg_db_stmt sg_queries[Q_COUNT] = {
                          "SELECT id FROM sandboxes WHERE id = ANY($1::uuid[]) "
                          "AND (stopped_at IS NOT NULL OR expires_at <= clock_timestamp())",
                          1},
+    /* Any organization's (the proxy knows a sandbox by its credential, not by an API key).
+     * Kind 0: the sandbox: org, proxy credential digest, whether it is live, seconds left;
+     * 1: one row per layer with its store's current allowlist (a deleted store's too);
+     * 2: one row per token whose secret still exists: digest, store, name, version, nonce,
+     * ciphertext, allowed_hosts and its own store's allowlist. Text columns throughout. */
+    [Q_PROXY_VIEW] =
+        {"proxy_view",
+         "SELECT 0, sb.org_id::text, encode(sb.proxy_digest, 'hex'), "
+         "(sb.stopped_at IS NULL AND sb.expires_at > clock_timestamp())::int::text, "
+         "greatest(0, ceil(extract(epoch FROM sb.expires_at - clock_timestamp())))::bigint, "
+         "NULL::text, NULL::text, NULL::text[], NULL::text[] FROM sandboxes sb WHERE sb.id = $1 "
+         "UNION ALL SELECT 1, st.id::text, NULL, NULL, NULL, NULL, NULL, st.egress_allowlist, "
+         "NULL FROM sandboxes sb CROSS JOIN unnest(sb.store_ids) AS l(id) "
+         "JOIN secret_stores st ON st.id = l.id WHERE sb.id = $1 "
+         "UNION ALL SELECT 2, encode(t.digest, 'hex'), t.store_id::text, t.name, s.version, "
+         "encode(s.nonce, 'hex'), encode(s.ciphertext, 'hex'), s.allowed_hosts, "
+         "st.egress_allowlist FROM sandbox_tokens t JOIN sandboxes sb ON sb.id = t.sandbox_id "
+         "AND sb.org_id = t.org_id JOIN secrets s ON s.store_id = t.store_id "
+         "AND s.name = t.name AND s.deleted_at IS NULL JOIN secret_stores st "
+         "ON st.id = t.store_id WHERE t.sandbox_id = $1 ORDER BY 1",
+         1},
     /* Only from a running sandbox: the first column is the sandbox's status (no row: no such
      * sandbox), the rest the checkpoint made (NULLs when it was not running). */
     [Q_CHECKPOINT_CREATE] =
@@ -224,4 +270,13 @@ const sg_db_stmt sg_queries[Q_COUNT] = {
                            "UPDATE snapshots SET deleted_at = clock_timestamp() "
                            "WHERE name = $1 AND org_id = $2 AND deleted_at IS NULL RETURNING id",
                            2},
+    /* Oldest first by (time, id): pages are stable and `since` reads a trail forward. */
+    AUDIT_LIST(0, 0, 0, "audit_list"),
+    AUDIT_LIST(1, 0, 0, "audit_list_sb"),
+    AUDIT_LIST(0, 1, 0, "audit_list_st"),
+    AUDIT_LIST(1, 1, 0, "audit_list_st_sb"),
+    AUDIT_LIST(0, 0, 1, "audit_list_se"),
+    AUDIT_LIST(1, 0, 1, "audit_list_se_sb"),
+    AUDIT_LIST(0, 1, 1, "audit_list_se_st"),
+    AUDIT_LIST(1, 1, 1, "audit_list_se_st_sb"),
 };

@@ -29,14 +29,21 @@ enum {
   Q_SANDBOX_STOP,      /* $1 id, $2 org -> id */
   Q_SANDBOX_HOSTS,     /* $1 id, $2 org -> kind, name, hosts, store's hosts */
   Q_SANDBOX_ENDED,     /* $1 ids -> those stopped or expired */
+  Q_PROXY_VIEW,        /* $1 sandbox id -> what the egress proxy needs (proxy/view.c) */
   Q_CHECKPOINT_CREATE, /* $1 id, $2 sandbox, $3 org, $4 name -> status + checkpoint */
   Q_CHECKPOINT_GET,    /* $1 id, $2 org -> checkpoint + snapshot, store ids */
   Q_SNAPSHOT_CREATE,   /* $1 id, $2 org, $3 name, $4 base, $5 apt, $6 pip, $7 run -> snapshot */
   Q_SNAPSHOT_GET,      /* $1 name, $2 org -> snapshot */
   Q_SNAPSHOT_LIST,     /* $1 org -> snapshots */
   Q_SNAPSHOT_DELETE,   /* $1 name, $2 org -> id */
+  /* $1 org, $2 after time, $3 after id, $4 limit, $5 sandbox, $6 store, $7 secret name, $8
+   * since -> events. One statement per combination of filters, Q_AUDIT_LIST + AUDIT_BY_* bits
+   * (a filter left out is passed as "" and not looked at), so each has a plan on its index. */
+  Q_AUDIT_LIST,
+  Q_AUDIT_LIST_LAST = Q_AUDIT_LIST + 7,
   Q_COUNT
 };
+enum { AUDIT_BY_SANDBOX = 1, AUDIT_BY_STORE = 2, AUDIT_BY_SECRET = 4 };
 
 extern const sg_db_stmt sg_queries[Q_COUNT];
 
@@ -98,6 +105,21 @@ enum {
   SNAPSHOT_RUN,
   SNAPSHOT_CREATED,
   SNAPSHOT_N_COLS
+};
+enum {
+  AUDIT_ID,
+  AUDIT_TIME,
+  AUDIT_SANDBOX,
+  AUDIT_STORE,
+  AUDIT_SECRET_NAME,
+  AUDIT_SECRET_VERSION,
+  AUDIT_HOST,
+  AUDIT_METHOD,
+  AUDIT_PATH,
+  AUDIT_DECISION,
+  AUDIT_REASON,
+  AUDIT_PAGE_KEY,
+  AUDIT_N_COLS
 };
 
 #endif

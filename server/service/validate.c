@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "crypto/token.h"
 #include "policy/host.h"
 
 #define SG_NAME_MAX  128
@@ -77,10 +78,18 @@ int sg_validate_value(const char *field, size_t len, char *err, size_t errlen) {
   return 0;
 }
 
+#define ID_RULE "%s: must be an id such as 5f0c2a9e-3b1d-4e6f-8a7c-9d0e1f2a3b4c"
+
 int sg_validate_id(const char *field, const char *s, char *err, size_t errlen) {
   if (s && all_of(s, SG_ID_MAX, is_id_char))
     return 0;
-  return fail(err, errlen, "%s: must be an id such as 5f0c2a9e-3b1d-4e6f-8a7c-9d0e1f2a3b4c", field);
+  return fail(err, errlen, ID_RULE, field);
+}
+
+int sg_validate_uuid(const char *field, const char *s, char *err, size_t errlen) {
+  if (s && sg_uuid_is_canonical(s))
+    return 0;
+  return fail(err, errlen, ID_RULE, field);
 }
 
 /* Copies at most SG_QUOTE_MAX bytes of |s| into |out| (SG_QUOTE_MAX + 4 bytes) for a message:
@@ -134,4 +143,61 @@ int sg_validate_page_size(const char *field, int32_t in, int32_t *out, char *err
                 SG_PAGE_MAX);
   *out = in == 0 ? SG_PAGE_DEF : in;
   return 0;
+}
+
+/* The number written in the |n| digits at |s|, or -1 if they are not all digits. */
+static int number(const char *s, int n) {
+  int v = 0;
+  for (int i = 0; i < n; i++) {
+    if (!is_digit(s[i]))
+      return -1;
+    v = v * 10 + (s[i] - '0');
+  }
+  return v;
+}
+
+static int days_in_month(int year, int month) {
+  static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  return month == 2 && leap ? 29 : days[month - 1];
+}
+
+/* Nonzero if |s| is "Z", "z" or "+HH:MM" / "-HH:MM", and nothing after it. */
+static int zone_ok(const char *s) {
+  if (s[0] == 'Z' || s[0] == 'z')
+    return s[1] == '\0';
+  if (s[0] != '+' && s[0] != '-')
+    return 0;
+  int hours = number(s + 1, 2);
+  if (hours < 0 || hours > 23 || s[3] != ':')
+    return 0;
+  int minutes = number(s + 4, 2);
+  return minutes >= 0 && minutes <= 59 && s[6] == '\0';
+}
+
+int sg_validate_time(const char *field, const char *s, char *err, size_t errlen) {
+  static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+  int ok = s != NULL;
+  size_t i = 0;
+  /* Stops at the first byte out of shape, so nothing past a short string's NUL is read. */
+  for (; ok && shape[i]; i++)
+    ok = shape[i] == 'd'   ? is_digit(s[i])
+         : shape[i] == 'T' ? s[i] == 'T' || s[i] == 't'
+                           : s[i] == shape[i];
+  if (ok) {
+    int year = number(s, 4), month = number(s + 5, 2), day = number(s + 8, 2);
+    ok = year >= 1 && month >= 1 && month <= 12 && day >= 1 && day <= days_in_month(year, month) &&
+         number(s + 11, 2) <= 23 && number(s + 14, 2) <= 59 &&
+         number(s + 17, 2) <= 60 /* a leap second */;
+  }
+  if (ok && s[i] == '.') {
+    size_t digits = 0;
+    while (is_digit(s[i + 1 + digits]))
+      digits++;
+    ok = digits >= 1 && digits <= 9;
+    i += 1 + digits;
+  }
+  if (ok && zone_ok(s + i))
+    return 0;
+  return fail(err, errlen, "%s: must be an RFC 3339 time such as 2026-11-27T22:41:40Z", field);
 }

@@ -24,6 +24,14 @@ int sg_validate_value(const char *field, size_t len, char *err, size_t errlen);
  * nobody is NOT_FOUND, not invalid. */
 int sg_validate_id(const char *field, const char *s, char *err, size_t errlen);
 
+/* A UUID in text form (8-4-4-4-12 hex digits), for an id that filters a list: an id nobody has
+ * matches nothing, but text that is no id at all is invalid. */
+int sg_validate_uuid(const char *field, const char *s, char *err, size_t errlen);
+
+/* A time in RFC 3339 form: 2026-11-27T22:41:40Z, with an optional fraction of 1-9 digits and
+ * "Z" or an offset (+05:45); every field in its range (February 30th is refused). */
+int sg_validate_time(const char *field, const char *s, char *err, size_t errlen);
+
 /* A list of host patterns (policy/host.h): each must be valid; duplicates after normalization
  * are dropped; at most 256 entries. On success |*out| (allocated in |arena|) holds the
  * normalized patterns in their first-seen order and |*n_out| their number. The message of an

@@ -1498,11 +1498,13 @@ class CommandLineTest(unittest.TestCase):
         self.assertEqual(first.returncode, 0, first.stderr)
         self.assertIn("applied migration 0001_init", first.stdout)
         self.assertIn("applied migration 0002_sandboxes", first.stdout)
+        self.assertIn("applied migration 0003_audit", first.stdout)
         second = helpers.sealgate_cli("migrate", "--db", db.conninfo)
         self.assertEqual(second.returncode, 0, second.stderr)
         self.assertIn("up to date", second.stdout)
         self.assertNotIn("applied", second.stdout)
-        self.assertEqual(db.psql("SELECT count(*) FROM sealgate_schema").strip(), "2")
+        self.assertEqual(db.psql("SELECT count(*) FROM sealgate_schema").strip(),
+                         str(first.stdout.count("applied migration")))
 
     def test_serve_refuses_an_unmigrated_database_and_says_to_migrate(self):
         """On a database never migrated, serve exits non-zero and says to run `sealgate

@@ -4,6 +4,7 @@
 
 #include <event2/event.h>
 
+#include "db/audit_writer.h"
 #include "sealgate/testing/v1/test_service.pb-c.h"
 #include "service/health.h"
 
@@ -104,10 +105,35 @@ static void set_health(sg_call *call, const ProtobufCMessage *msg) {
   sg_call_reply(call, &resp.base);
 }
 
+static void record_audit(sg_call *call, const ProtobufCMessage *msg) {
+  const Sealgate__Testing__V1__RecordAuditRequest *req = (const void *)msg;
+  sg_audit_event ev = {req->org_id,          req->sandbox_id, req->store_id, req->secret_name,
+                       req->secret_version,  req->host,       req->method,   req->path,
+                       SG_AUDIT_SUBSTITUTED, req->reason};
+  int d = SG_AUDIT_SUBSTITUTED;
+  while (d <= SG_AUDIT_REDACTED && strcmp(req->decision, sg_audit_decision_name(d)) != 0)
+    d++;
+  if (d > SG_AUDIT_REDACTED) {
+    sg_call_finish(call, SG_STATUS_INVALID_ARGUMENT, "decision: unknown");
+    return;
+  }
+  ev.decision = (sg_audit_decision)d;
+  for (int32_t i = 0; i < req->copies; i++)
+    sg_audit_record(&ev);
+  if (req->flush)
+    sg_audit_flush_now();
+  Sealgate__Testing__V1__RecordAuditResponse resp =
+      SEALGATE__TESTING__V1__RECORD_AUDIT_RESPONSE__INIT;
+  resp.written = sg_audit_written();
+  resp.dropped = sg_audit_dropped();
+  sg_call_reply(call, &resp.base);
+}
+
 static const sg_method_impl methods[] = {
     {"UnaryCall", SG_METHOD_UNARY, start, NULL},
     {"StreamingCall", SG_METHOD_SERVER_STREAMING, start, NULL},
     {"SetHealth", SG_METHOD_UNARY, set_health, NULL},
+    {"RecordAudit", SG_METHOD_UNARY, record_audit, NULL},
 };
 
 const sg_service sg_test_service = {&sealgate__testing__v1__test_service__descriptor, methods,

@@ -149,6 +149,82 @@ Test(validate, an_id_with_a_character_other_than_hex_digits_and_hyphens_is_inval
     cr_expect_eq(sg_validate_id("store_id", bad[i], err, sizeof(err)), -1, "\"%s\"", bad[i]);
 }
 
+/* UUIDs (ids that filter a list). */
+
+Test(validate, a_uuid_in_either_case_is_a_valid_uuid) {
+  cr_expect_eq(
+      sg_validate_uuid("sandbox_id", "5f0c2a9e-3b1d-4e6f-8a7c-9d0e1f2a3b4c", err, sizeof(err)), 0,
+      "%s", err);
+  cr_expect_eq(
+      sg_validate_uuid("sandbox_id", "5F0C2A9E-3B1D-4E6F-8A7C-9D0E1F2A3B4C", err, sizeof(err)), 0,
+      "%s", err);
+}
+
+Test(validate, hex_digits_that_are_no_uuid_are_not_a_valid_uuid) {
+  static const char *const bad[] = {"",
+                                    "5f0c2a9e",
+                                    "5f0c2a9e3b1d4e6f8a7c9d0e1f2a3b4c",
+                                    "5f0c2a9e-3b1d-4e6f-8a7c-9d0e1f2a3b4",
+                                    "5f0c2a9e-3b1d-4e6f-8a7c-9d0e1f2a3b4c0",
+                                    "5f0c2a9e-3b1d-4e6f-8a7c-9d0e1f2a3b4g",
+                                    "5f0c2a9e-3b1d4-e6f-8a7c-9d0e1f2a3b4c"};
+  for (size_t i = 0; i < SG_ARRAY_LEN(bad); i++) {
+    cr_expect_eq(sg_validate_uuid("store_id", bad[i], err, sizeof(err)), -1, "\"%s\"", bad[i]);
+    cr_expect_str_eq(err, "store_id: must be an id such as 5f0c2a9e-3b1d-4e6f-8a7c-9d0e1f2a3b4c");
+  }
+  cr_expect_eq(sg_validate_uuid("store_id", NULL, err, sizeof(err)), -1);
+}
+
+/* RFC 3339 times. */
+
+Test(validate, rfc3339_times_in_every_form_are_valid) {
+  static const char *const ok[] = {
+      "2026-11-27T22:41:40Z",           "2026-11-27t22:41:40z",      "2026-11-27T22:41:40.5Z",
+      "2026-11-27T22:41:40.123456789Z", "2026-11-27T22:41:40+05:45", "2026-11-27T22:41:40-23:59",
+      "2024-02-29T00:00:00Z",           "2000-02-29T00:00:00Z",      "0001-01-01T00:00:00Z",
+      "9999-12-31T23:59:59Z",           "2016-12-31T23:59:60Z" /* leap */};
+  for (size_t i = 0; i < SG_ARRAY_LEN(ok); i++)
+    cr_expect_eq(sg_validate_time("since", ok[i], err, sizeof(err)), 0, "\"%s\": %s", ok[i], err);
+}
+
+Test(validate, a_time_out_of_shape_or_range_is_invalid_and_named) {
+  static const char *const bad[] = {
+      "",
+      "2026-11-27",
+      "2026-11-27T22:41:40",
+      "2026-11-27 22:41:40Z",
+      "2026-11-27T22:41Z",
+      "26-11-27T22:41:40Z",
+      "2026-11-27T22:41:40.Z",
+      "2026-11-27T22:41:40.1234567890Z",
+      "2026-11-27T22:41:40+05",
+      "2026-11-27T22:41:40+5:45",
+      "2026-11-27T22:41:40+05:4",
+      "2026-11-27T22:41:40+24:00",
+      "2026-11-27T22:41:40+05:60",
+      "2026-11-27T22:41:40Z ",
+      "2026-11-27T22:41:40ZZ",
+      "2026-02-29T00:00:00Z",
+      "1900-02-29T00:00:00Z",
+      "2026-04-31T00:00:00Z",
+      "2026-00-10T00:00:00Z",
+      "2026-13-10T00:00:00Z",
+      "2026-11-00T00:00:00Z",
+      "2026-11-27T24:00:00Z",
+      "2026-11-27T23:60:00Z",
+      "2026-11-27T23:59:61Z",
+      "0000-01-01T00:00:00Z",
+      "-001-01-01T00:00:00Z",
+      "2026-11-27T22:41:40\xef\xbc\xba",
+  };
+  for (size_t i = 0; i < SG_ARRAY_LEN(bad); i++) {
+    reset_err();
+    cr_expect_eq(sg_validate_time("since", bad[i], err, sizeof(err)), -1, "\"%s\"", bad[i]);
+    cr_expect_str_eq(err, "since: must be an RFC 3339 time such as 2026-11-27T22:41:40Z");
+  }
+  cr_expect_eq(sg_validate_time("since", NULL, err, sizeof(err)), -1);
+}
+
 /* Page sizes. */
 
 static void expect_page_size(int32_t in, int32_t want) {

@@ -1,0 +1,1597 @@
+#include "proxy/proxy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "crypto/token.h"
+#include "net/listener.h"
+#include "policy/host.h"
+#include "proxy/addr.h"
+#include "db/audit_writer.h"
+#include "proxy/http1.h"
+#include "proxy/leaf.h"
+#include "proxy/reflect.h"
+#include "proxy/scan.h"
+#include "proxy/view.h"
+#include "rpc/b64.h"
+
+/* Bytes queued toward a slow peer before the other side stops being read. */
+#define PIPE_HIGH (1u << 20)
+#define PIPE_LOW  (256u << 10)
+/* Secrets one request may use that are remembered for audit and redaction. */
+#define MAX_USES 32
+/* The longest path kept for audit and logs. */
+#define PATH_MAX_KEPT 256
+
+struct sg_proxy {
+  const sg_proxy_options *opts;
+  SSL_CTX *sandbox_tls;  /* what sandboxes connect to inside a CONNECT tunnel */
+  SSL_CTX *upstream_tls; /* what the proxy connects upstream with, verifying */
+  sg_leaf_cache *leaves;
+  sg_cidr_list *allow;
+  sg_resolve_map *fixed;
+  sg_resolve_config resolve;
+  uint16_t *ports;
+  size_t n_ports;
+};
+
+typedef enum {
+  P_HEAD,       /* waiting for a request head (proxy leg or inside the tunnel) */
+  P_AUTH,       /* waiting for the sandbox's view */
+  P_RESOLVE,    /* waiting for DNS */
+  P_CONNECT,    /* waiting for the upstream connection and its handshake */
+  P_HANDSHAKE,  /* the sandbox's TLS handshake inside the tunnel */
+  P_BODY_CL,    /* buffering a Content-Length body */
+  P_BODY_CHUNK, /* streaming a chunked body */
+  P_RESPONSE,   /* relaying the response */
+  P_PIPE,       /* an upgraded connection: opaque bytes both ways */
+  P_CLOSING     /* flushing a last answer, then closing */
+} pstate;
+
+typedef enum { R_NONE, R_LENGTH, R_CHUNKED, R_CLOSE } rframing;
+
+/* One secret's part in the request at hand. */
+typedef struct {
+  const sg_view_secret *secret;
+  char token[SG_TOKEN_LEN + 1];
+  int substituted, withheld, redacted;
+  const char *reason; /* why it was withheld */
+} use;
+
+typedef struct pconn {
+  sg_proxy *px;
+  struct event_base *base;
+  struct bufferevent *cli, *up;
+  pstate state;
+  char peer[64];
+  struct pconn *prev, *next;
+
+  /* The sandbox, once authenticated. */
+  sg_view *view;
+  char sandbox_id[SG_UUID_LEN + 1];
+  uint8_t cred_digest[32];
+
+  /* Where this connection goes: fixed by CONNECT, or by each plain-http request. */
+  int tunnel;    /* the target came from CONNECT: TLS upstream */
+  int in_tunnel; /* the sandbox's TLS inside the tunnel is up: requests come through it */
+  sg_authority target;
+  struct sockaddr_storage addr;
+  int sni_state;            /* 0 none, 1 matches the CONNECT host, -1 differs */
+  struct ticket *resolving; /* a DNS answer on its way */
+  int up_ready;             /* |up| connected and idle or busy with this request */
+
+  /* The request at hand. */
+  char *head;       /* a copy of its head; |req| points into it */
+  size_t head_seen; /* bytes of the next head already looked at */
+  size_t head_len;
+  sg_h1_request req;
+  char method[16];
+  char path[PATH_MAX_KEPT + 1]; /* without the query, tokens masked */
+  const char *withhold;         /* when set, no substitution in this request, and why */
+  use uses[MAX_USES];
+  size_t n_uses;
+  uint64_t body_left;
+  sg_h1_chunked chunked;
+  sg_scanner scanner;
+  struct evbuffer *pending; /* scanned body bytes waiting to become a chunk */
+  int64_t started_ns;
+
+  /* The response at hand. */
+  int resp_head_done;
+  int resp_status;
+  rframing rin; /* how upstream frames the body */
+  int rechunk;  /* we send the client a chunked body of our own */
+  int redacting;
+  int client_close;      /* close the client connection once the response is sent */
+  int client_eof;        /* the client half-closed its side */
+  struct evbuffer *held; /* the head of a request whose body is being buffered */
+  int upstream_close;
+  uint64_t resp_left;
+  sg_h1_chunked resp_chunked;
+  sg_reflector redactor;
+} pconn;
+
+static __thread pconn *conns;
+
+/* A DNS answer may come back after the connection is gone: the pending resolution holds a
+ * ticket that the connection disowns when it closes. */
+typedef struct ticket {
+  pconn *pc;
+} ticket;
+
+/* --- Small helpers --------------------------------------------------------------------- */
+
+static void pc_free(pconn *pc);
+static void on_client_read(struct bufferevent *bev, void *arg);
+static void on_upstream_read(struct bufferevent *bev, void *arg);
+static void on_client_event(struct bufferevent *bev, short what, void *arg);
+static void on_upstream_event(struct bufferevent *bev, short what, void *arg);
+static void on_client_write(struct bufferevent *bev, void *arg);
+static void on_upstream_write(struct bufferevent *bev, void *arg);
+static void process_head(pconn *pc);
+static void after_auth(pconn *pc);
+static void forward_request(pconn *pc);
+static void connect_upstream(pconn *pc);
+
+/* Replaces every token in |s| by a fixed marker, so that paths reach logs and audit rows
+ * without one. */
+static int mask_token(void *arg, const char *token, const char **value, size_t *len) {
+  (void)arg;
+  (void)token;
+  *value = SG_TOKEN_PREFIX "********************************";
+  *len = strlen(*value);
+  return 1;
+}
+
+static void keep_path(pconn *pc, const char *p, size_t len) {
+  const char *q = memchr(p, '?', len);
+  if (q != NULL)
+    len = (size_t)(q - p);
+  size_t out_len;
+  char *masked = sg_scan_replace_all(p, len, mask_token, NULL, &out_len, NULL);
+  if (out_len > PATH_MAX_KEPT)
+    out_len = PATH_MAX_KEPT;
+  memcpy(pc->path, masked, out_len);
+  pc->path[out_len] = '\0';
+  free(masked);
+}
+
+static const char *status_text(int status) {
+  switch (status) {
+  case 200:
+    return "Connection established";
+  case 400:
+    return "Bad Request";
+  case 403:
+    return "Forbidden";
+  case 407:
+    return "Proxy Authentication Required";
+  case 413:
+    return "Content Too Large";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 502:
+    return "Bad Gateway";
+  case 503:
+    return "Service Unavailable";
+  case 504:
+    return "Gateway Timeout";
+  default:
+    return "Error";
+  }
+}
+
+static void log_request(pconn *pc, int status, const char *why) {
+  sg_log_begin(status >= 400 ? SG_LOG_WARN : SG_LOG_INFO, "proxy_request");
+  if (pc->sandbox_id[0])
+    sg_log_cstr("sandbox", pc->sandbox_id);
+  sg_log_cstr("method", pc->method);
+  if (pc->target.host[0])
+    sg_log_cstr("host", pc->target.host);
+  if (pc->path[0])
+    sg_log_cstr("path", pc->path);
+  sg_log_int("status", status);
+  if (why != NULL)
+    sg_log_cstr("reason", why);
+  sg_log_cstr("peer", pc->peer);
+  if (pc->started_ns != 0)
+    sg_log_double("ms", (double)(sg_now_ns() - pc->started_ns) / 1e6);
+  sg_log_end();
+}
+
+static void audit(pconn *pc, const sg_view_secret *s, sg_audit_decision d, const char *reason) {
+  if (pc->view == NULL)
+    return;
+  sg_audit_event ev = {
+      .org_id = pc->view->org_id,
+      .sandbox_id = pc->view->sandbox_id,
+      .store_id = s != NULL ? s->store_id : "",
+      .secret_name = s != NULL ? s->name : "",
+      .secret_version = s != NULL ? s->version : 0,
+      .host = pc->target.host,
+      .method = pc->method,
+      .path = pc->path,
+      .decision = d,
+      .reason = reason != NULL ? reason : "",
+  };
+  sg_audit_record(&ev);
+}
+
+/* Answers the client with |status| and a short plain-text body, then closes the connection:
+ * after an error the proxy cannot tell where the client's next request would start. */
+static void fail(pconn *pc, int status, const char *why) {
+  if (pc->state == P_CLOSING)
+    return;
+  log_request(pc, status, why);
+  if (pc->cli == NULL) {
+    pc_free(pc);
+    return;
+  }
+  struct evbuffer *out = bufferevent_get_output(pc->cli);
+  evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, status_text(status));
+  if (status == 407)
+    evbuffer_add_printf(out, "Proxy-Authenticate: Basic realm=\"sealgate\"\r\n");
+  evbuffer_add_printf(out,
+                      "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n"
+                      "Connection: close\r\n\r\n%s\n",
+                      strlen(why) + 1, why);
+  pc->state = P_CLOSING;
+  if (pc->up != NULL) {
+    bufferevent_free(pc->up);
+    pc->up = NULL;
+  }
+  bufferevent_disable(pc->cli, EV_READ);
+  bufferevent_setwatermark(pc->cli, EV_WRITE, 0, 0);
+  bufferevent_setcb(pc->cli, NULL, on_client_write, on_client_event, pc);
+  bufferevent_enable(pc->cli, EV_WRITE);
+}
+
+/* --- Connection life ------------------------------------------------------------------- */
+
+static void pc_free(pconn *pc) {
+  if (pc->state == P_AUTH && pc->sandbox_id[0])
+    sg_view_cancel(pc->sandbox_id, pc);
+  if (pc->resolving != NULL)
+    pc->resolving->pc = NULL;
+  if (pc->cli != NULL)
+    bufferevent_free(pc->cli);
+  if (pc->up != NULL)
+    bufferevent_free(pc->up);
+  if (pc->pending != NULL)
+    evbuffer_free(pc->pending);
+  if (pc->held != NULL)
+    evbuffer_free(pc->held);
+  sg_reflect_reset(&pc->redactor);
+  sg_view_unref(pc->view);
+  free(pc->head);
+  if (pc->prev)
+    pc->prev->next = pc->next;
+  else
+    conns = pc->next;
+  if (pc->next)
+    pc->next->prev = pc->prev;
+  OPENSSL_cleanse(pc->cred_digest, sizeof(pc->cred_digest));
+  free(pc);
+}
+
+void sg_proxy_conn_start(sg_proxy *px, int fd, const char *peer) {
+  sg_loop *loop = sg_loop_current();
+  pconn *pc = sg_calloc(1, sizeof(*pc));
+  pc->px = px;
+  pc->base = sg_loop_base(loop);
+  snprintf(pc->peer, sizeof(pc->peer), "%s", peer);
+  pc->cli = bufferevent_socket_new(pc->base, fd, BEV_OPT_CLOSE_ON_FREE);
+  if (pc->cli == NULL) {
+    close(fd);
+    free(pc);
+    return;
+  }
+  pc->next = conns;
+  if (conns)
+    conns->prev = pc;
+  conns = pc;
+  int64_t idle = px->opts->idle_timeout_ms;
+  struct timeval tv = {(time_t)(idle / 1000), (suseconds_t)(idle % 1000) * 1000};
+  bufferevent_set_timeouts(pc->cli, idle > 0 ? &tv : NULL, NULL);
+  bufferevent_setwatermark(pc->cli, EV_READ, 0, px->opts->max_head_bytes + PIPE_HIGH);
+  bufferevent_setwatermark(pc->cli, EV_WRITE, PIPE_LOW, 0);
+  bufferevent_setcb(pc->cli, on_client_read, on_client_write, on_client_event, pc);
+  bufferevent_enable(pc->cli, EV_READ | EV_WRITE);
+}
+
+void sg_proxy_close_all(void) {
+  while (conns != NULL)
+    pc_free(conns);
+  sg_view_cache_drop();
+}
+
+/* Lingering close: what the client still sends is read and dropped for a moment after our
+ * last answer, so that closing with unread input (which makes the kernel send a reset) cannot
+ * destroy that answer before the client has read it. */
+static void on_linger_read(struct bufferevent *bev, void *arg) {
+  (void)arg;
+  struct evbuffer *in = bufferevent_get_input(bev);
+  evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+static void on_linger_event(struct bufferevent *bev, short what, void *arg) {
+  (void)bev;
+  (void)what;
+  pc_free(arg);
+}
+
+static void on_client_write(struct bufferevent *bev, void *arg) {
+  pconn *pc = arg;
+  if (pc->state == P_CLOSING) {
+    if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
+      return;
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    if (fd < 0 || shutdown(fd, SHUT_WR) != 0) {
+      pc_free(pc);
+      return;
+    }
+    struct timeval tv = {2, 0};
+    bufferevent_set_timeouts(bev, &tv, NULL);
+    bufferevent_setwatermark(bev, EV_READ, 0, 0);
+    bufferevent_setcb(bev, on_linger_read, NULL, on_linger_event, pc);
+    bufferevent_enable(bev, EV_READ);
+    return;
+  }
+  /* The client caught up: read upstream again. */
+  if (pc->up != NULL)
+    bufferevent_enable(pc->up, EV_READ);
+}
+
+static void on_upstream_write(struct bufferevent *bev, void *arg) {
+  (void)bev;
+  pconn *pc = arg;
+  if (pc->cli != NULL && (pc->state == P_BODY_CHUNK || pc->state == P_PIPE))
+    bufferevent_enable(pc->cli, EV_READ);
+}
+
+/* Moves what |src| has to |dst|'s output, pausing |src| while |dst| is behind. */
+static void relay(struct bufferevent *src, struct bufferevent *dst, struct evbuffer *data) {
+  evbuffer_add_buffer(bufferevent_get_output(dst), data);
+  if (evbuffer_get_length(bufferevent_get_output(dst)) > PIPE_HIGH)
+    bufferevent_disable(src, EV_READ);
+}
+
+static void on_client_event(struct bufferevent *bev, short what, void *arg) {
+  (void)bev;
+  pconn *pc = arg;
+  if (what & BEV_EVENT_CONNECTED) {
+    /* The sandbox's TLS handshake inside the tunnel is done. */
+    SSL *ssl = bufferevent_openssl_get_ssl(pc->cli);
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    char norm[SG_HOST_MAX + 1];
+    if (sni == NULL)
+      pc->sni_state = pc->target.is_ip ? 1 : 0;
+    else
+      pc->sni_state =
+          sg_host_normalize(sni, strlen(sni), norm) == 0 && strcmp(norm, pc->target.host) == 0 ? 1
+                                                                                               : -1;
+    pc->state = P_HEAD;
+    pc->in_tunnel = 1;
+    if (evbuffer_get_length(bufferevent_get_input(pc->cli)) > 0)
+      process_head(pc);
+    return;
+  }
+  if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
+      (pc->state == P_AUTH || pc->state == P_RESOLVE || pc->state == P_CONNECT ||
+       pc->state == P_RESPONSE)) {
+    /* The client stopped sending after its request (a half-close): answer it, then close. */
+    pc->client_eof = 1;
+    bufferevent_disable(pc->cli, EV_READ);
+    return;
+  }
+  pc_free(pc); /* EOF, error or idle timeout: nothing to answer */
+}
+
+/* --- Authentication -------------------------------------------------------------------- */
+
+/* Decodes "Basic base64(sandbox_id:secret)": the id into pc->sandbox_id, the secret's digest
+ * into pc->cred_digest. Returns 0, or -1 if the header is missing or malformed. */
+static int parse_credential(pconn *pc) {
+  const sg_h1_header *h = NULL;
+  for (size_t i = 0; i < pc->req.num_headers; i++)
+    if (sg_h1_header_eq(&pc->req.headers[i], "proxy-authorization")) {
+      if (h != NULL)
+        return -1;
+      h = &pc->req.headers[i];
+    }
+  if (h == NULL || h->value_len < 6 || strncasecmp(h->value, "basic ", 6) != 0)
+    return -1;
+  const char *b = h->value + 6;
+  size_t blen = h->value_len - 6;
+  while (blen > 0 && *b == ' ')
+    b++, blen--;
+  if (blen == 0 || blen > 256)
+    return -1;
+  uint8_t plain[256];
+  size_t plen;
+  if (sg_b64_decode(b, blen, plain, &plen) != 0)
+    return -1;
+  int rv = -1;
+  uint8_t *colon = memchr(plain, ':', plen);
+  if (colon != NULL && colon - plain == SG_UUID_LEN) {
+    memcpy(pc->sandbox_id, plain, SG_UUID_LEN);
+    pc->sandbox_id[SG_UUID_LEN] = '\0';
+    size_t slen = plen - SG_UUID_LEN - 1;
+    if (sg_uuid_is_canonical(pc->sandbox_id) && slen > 0) {
+      SHA256(colon + 1, slen, pc->cred_digest);
+      rv = 0;
+    }
+  }
+  OPENSSL_cleanse(plain, sizeof(plain));
+  if (rv != 0)
+    pc->sandbox_id[0] = '\0';
+  return rv;
+}
+
+static void on_view(void *arg, sg_view_status status, sg_view *view) {
+  pconn *pc = arg;
+  if (status != SG_VIEW_OK) {
+    if (status == SG_VIEW_NOT_FOUND)
+      fail(pc, 407, "proxy credential not valid");
+    else
+      fail(pc, status == SG_VIEW_UNAVAILABLE ? 503 : 502, "sandbox lookup failed");
+    return;
+  }
+  sg_view_unref(pc->view);
+  pc->view = view;
+  after_auth(pc);
+}
+
+/* Checks the credential against the view. Returns 0, or -1 after answering. */
+static int check_credential(pconn *pc) {
+  if (CRYPTO_memcmp(pc->view->proxy_digest, pc->cred_digest, 32) != 0) {
+    sg_view_unref(pc->view);
+    pc->view = NULL;
+    fail(pc, 407, "proxy credential not valid");
+    return -1;
+  }
+  if (!sg_view_live(pc->view)) {
+    fail(pc, 407, "sandbox has ended");
+    return -1;
+  }
+  return 0;
+}
+
+/* Gets a fresh view of the sandbox, then carries on with after_auth. */
+static void need_view(pconn *pc) {
+  if (pc->view != NULL && sg_view_fresh(pc->view)) {
+    after_auth(pc);
+    return;
+  }
+  pc->state = P_AUTH;
+  sg_view *v = sg_view_get(pc->sandbox_id, on_view, pc);
+  if (v != NULL)
+    on_view(pc, SG_VIEW_OK, v);
+}
+
+/* --- Where the request goes ------------------------------------------------------------ */
+
+static int port_allowed(const sg_proxy *px, uint16_t port, uint16_t standard) {
+  if (port == standard)
+    return 1;
+  for (size_t i = 0; i < px->n_ports; i++)
+    if (px->ports[i] == port)
+      return 1;
+  return 0;
+}
+
+static void on_resolved(void *arg, sg_resolve_status status, const struct sockaddr_storage *addr,
+                        const char *why) {
+  ticket *t = arg;
+  pconn *pc = t->pc;
+  free(t);
+  if (pc == NULL)
+    return;
+  pc->resolving = NULL;
+  if (status == SG_RESOLVE_FORBIDDEN) {
+    audit(pc, NULL, SG_AUDIT_DENIED, why);
+    char msg[160];
+    snprintf(msg, sizeof(msg), "destination address not allowed (%s)", why);
+    fail(pc, 403, msg);
+    return;
+  }
+  if (status != SG_RESOLVE_OK) {
+    fail(pc, 502, "cannot resolve the host");
+    return;
+  }
+  pc->addr = *addr;
+  connect_upstream(pc);
+}
+
+static void resolve_target(pconn *pc) {
+  pc->state = P_RESOLVE;
+  ticket *t = sg_malloc(sizeof(*t));
+  t->pc = pc;
+  pc->resolving = t;
+  sg_resolve_async(sg_loop_current(), &pc->px->resolve, pc->target.host, pc->target.port,
+                   on_resolved, t);
+}
+
+/* --- Upstream -------------------------------------------------------------------------- */
+
+static void upstream_failed(pconn *pc) {
+  const char *why = "cannot connect upstream";
+  if (pc->tunnel || pc->up != NULL) {
+    SSL *ssl = pc->up != NULL ? bufferevent_openssl_get_ssl(pc->up) : NULL;
+    long verify = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if (verify != X509_V_OK)
+      why = verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH
+                ? "upstream certificate does not match the host"
+                : "upstream certificate not trusted";
+    else if (ssl != NULL && ERR_peek_error() != 0)
+      why = "upstream TLS handshake failed";
+  }
+  ERR_clear_error();
+  fail(pc, 502, why);
+}
+
+static void start_client_tls(pconn *pc);
+
+static void on_upstream_event(struct bufferevent *bev, short what, void *arg) {
+  (void)bev;
+  pconn *pc = arg;
+  if (what & BEV_EVENT_CONNECTED) {
+    pc->up_ready = 1;
+    bufferevent_enable(pc->up, EV_READ | EV_WRITE);
+    if (pc->state != P_CONNECT)
+      return;
+    if (pc->req.form == SG_H1_TARGET_AUTHORITY) {
+      start_client_tls(pc); /* the CONNECT is answered once upstream is verified */
+      return;
+    }
+    forward_request(pc);
+    return;
+  }
+  if (pc->state == P_CONNECT) {
+    upstream_failed(pc);
+    return;
+  }
+  if (pc->state == P_RESPONSE && (what & BEV_EVENT_EOF) && pc->rin == R_CLOSE &&
+      pc->resp_head_done) {
+    /* A close-delimited body ended: send what is left, then close. */
+    struct evbuffer *in = bufferevent_get_input(pc->up);
+    if (evbuffer_get_length(in) > 0)
+      on_upstream_read(pc->up, pc);
+    bufferevent_free(pc->up);
+    pc->up = NULL;
+    pc->up_ready = 0;
+    if (pc->redacting)
+      sg_reflect_finish(&pc->redactor);
+    log_request(pc, pc->resp_status, NULL);
+    pc->state = P_CLOSING;
+    bufferevent_disable(pc->cli, EV_READ);
+    bufferevent_setcb(pc->cli, NULL, on_client_write, on_client_event, pc);
+    on_client_write(pc->cli, pc);
+    return;
+  }
+  if (pc->state == P_PIPE || pc->state == P_RESPONSE || pc->state == P_BODY_CHUNK ||
+      pc->state == P_BODY_CL) {
+    if (pc->state == P_RESPONSE && !pc->resp_head_done) {
+      fail(pc, 502, "upstream closed the connection");
+      return;
+    }
+    pc_free(pc); /* mid-message: the client cannot be told more than a closed connection */
+    return;
+  }
+  /* Idle between requests: the next request reconnects. */
+  bufferevent_free(pc->up);
+  pc->up = NULL;
+  pc->up_ready = 0;
+}
+
+static void connect_upstream(pconn *pc) {
+  pc->state = P_CONNECT;
+  pc->up_ready = 0;
+  if (pc->up != NULL) {
+    bufferevent_free(pc->up);
+    pc->up = NULL;
+  }
+  struct bufferevent *up;
+  if (pc->tunnel) {
+    SSL *ssl = SSL_new(pc->px->upstream_tls);
+    if (ssl == NULL) {
+      fail(pc, 502, "cannot set up upstream TLS");
+      return;
+    }
+    /* Verify the certificate for the CONNECT host: never an empty name (OpenSSL would skip
+     * the check), the IP itself for an IP literal, and SNI only for names (RFC 6066). */
+    X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    int ok = pc->target.host[0] != '\0' &&
+             (pc->target.is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, pc->target.host)
+                               : X509_VERIFY_PARAM_set1_host(param, pc->target.host, 0) &&
+                                     SSL_set_tlsext_host_name(ssl, pc->target.host));
+    if (!ok) {
+      SSL_free(ssl);
+      fail(pc, 502, "cannot set up upstream TLS");
+      return;
+    }
+    up = bufferevent_openssl_socket_new(pc->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                        BEV_OPT_CLOSE_ON_FREE);
+  } else {
+    up = bufferevent_socket_new(pc->base, -1, BEV_OPT_CLOSE_ON_FREE);
+  }
+  if (up == NULL) {
+    fail(pc, 502, "cannot connect upstream");
+    return;
+  }
+  pc->up = up;
+  int64_t t = pc->px->opts->upstream_timeout_ms;
+  struct timeval tv = {(time_t)(t / 1000), (suseconds_t)(t % 1000) * 1000};
+  bufferevent_set_timeouts(up, &tv, &tv);
+  bufferevent_setwatermark(up, EV_WRITE, PIPE_LOW, 0);
+  bufferevent_setwatermark(up, EV_READ, 0, PIPE_HIGH);
+  bufferevent_setcb(up, on_upstream_read, on_upstream_write, on_upstream_event, pc);
+  socklen_t len =
+      pc->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  if (bufferevent_socket_connect(up, (struct sockaddr *)&pc->addr, (int)len) != 0)
+    upstream_failed(pc);
+}
+
+/* --- The sandbox's TLS inside the tunnel ------------------------------------------------- */
+
+static void start_client_tls(pconn *pc) {
+  struct evbuffer *out = bufferevent_get_output(pc->cli);
+  if (evbuffer_get_length(bufferevent_get_input(pc->cli)) > 0) {
+    fail(pc, 400, "data sent before the tunnel was established");
+    return;
+  }
+  SSL *ssl = SSL_new(pc->px->sandbox_tls);
+  char err[160];
+  if (ssl == NULL ||
+      sg_leaf_cache_use(pc->px->leaves, pc->target.host, ssl, err, sizeof(err)) != 0) {
+    if (ssl != NULL)
+      SSL_free(ssl);
+    fail(pc, 502, "cannot make an interception certificate");
+    return;
+  }
+  log_request(pc, 200, NULL);
+  /* The answer goes out in the clear, then the socket changes hands to a TLS bufferevent. */
+  char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+  evutil_socket_t fd = bufferevent_getfd(pc->cli);
+  (void)out;
+  ssize_t n = send(fd, ok, sizeof(ok) - 1, MSG_NOSIGNAL);
+  if (n != (ssize_t)(sizeof(ok) - 1)) {
+    SSL_free(ssl);
+    pc_free(pc);
+    return;
+  }
+  /* Detach the fd from the plain bufferevent without closing it. */
+  bufferevent_setfd(pc->cli, -1);
+  bufferevent_free(pc->cli);
+  pc->cli = bufferevent_openssl_socket_new(pc->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                           BEV_OPT_CLOSE_ON_FREE);
+  if (pc->cli == NULL) {
+    close(fd);
+    pc_free(pc);
+    return;
+  }
+  int64_t idle = pc->px->opts->idle_timeout_ms;
+  struct timeval tv = {(time_t)(idle / 1000), (suseconds_t)(idle % 1000) * 1000};
+  bufferevent_set_timeouts(pc->cli, idle > 0 ? &tv : NULL, NULL);
+  bufferevent_setwatermark(pc->cli, EV_READ, 0, pc->px->opts->max_head_bytes + PIPE_HIGH);
+  bufferevent_setwatermark(pc->cli, EV_WRITE, PIPE_LOW, 0);
+  bufferevent_setcb(pc->cli, on_client_read, on_client_write, on_client_event, pc);
+  bufferevent_enable(pc->cli, EV_READ | EV_WRITE);
+  pc->state = P_HANDSHAKE;
+  free(pc->head);
+  pc->head = NULL;
+}
+
+/* --- Requests -------------------------------------------------------------------------- */
+
+static void on_client_read(struct bufferevent *bev, void *arg);
+
+/* The lookup the scanner calls for each token it finds in this request. */
+static int on_token(void *arg, const char *token, const char **value, size_t *len) {
+  pconn *pc = arg;
+  const sg_view_secret *s = sg_view_find(pc->view, token);
+  if (s == NULL)
+    return 0; /* another sandbox's, or no token at all: it goes out as it is */
+  use *u = NULL;
+  for (size_t i = 0; i < pc->n_uses; i++)
+    if (pc->uses[i].secret == s)
+      u = &pc->uses[i];
+  if (u == NULL && pc->n_uses < MAX_USES) {
+    u = &pc->uses[pc->n_uses++];
+    memset(u, 0, sizeof(*u));
+    u->secret = s;
+    memcpy(u->token, token, SG_TOKEN_LEN);
+  }
+  const char *why = pc->withhold;
+  if (why == NULL && !sg_view_secret_allowed(s, pc->target.host))
+    why = "host not in the secret's allowed_hosts";
+  if (why != NULL) {
+    if (u != NULL && !u->withheld) {
+      u->withheld = 1;
+      u->reason = why;
+    }
+    return 0;
+  }
+  if (u != NULL)
+    u->substituted = 1;
+  *value = (const char *)s->value;
+  *len = s->value_len;
+  return 1;
+}
+
+/* The same for the query string: the value goes in percent-encoded. */
+typedef struct {
+  pconn *pc;
+  char *buf;
+  size_t cap;
+} query_lookup;
+
+static int on_query_token(void *arg, const char *token, const char **value, size_t *len) {
+  query_lookup *q = arg;
+  const char *v;
+  size_t vlen;
+  if (!on_token(q->pc, token, &v, &vlen))
+    return 0;
+  static const char hex[] = "0123456789ABCDEF";
+  if (q->buf != NULL) {
+    OPENSSL_cleanse(q->buf, q->cap);
+    free(q->buf);
+  }
+  q->cap = 3 * vlen + 1;
+  q->buf = sg_malloc(q->cap);
+  size_t n = 0;
+  for (size_t i = 0; i < vlen; i++) {
+    unsigned char c = (unsigned char)v[i];
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+        c == '.' || c == '_' || c == '~') {
+      q->buf[n++] = (char)c;
+    } else {
+      q->buf[n++] = '%';
+      q->buf[n++] = hex[c >> 4];
+      q->buf[n++] = hex[c & 15];
+    }
+  }
+  *value = q->buf;
+  *len = n;
+  return 1;
+}
+
+static void add_scanned(pconn *pc, struct evbuffer *out, const char *p, size_t len) {
+  if (memmem(p, len, SG_TOKEN_PREFIX, SG_TOKEN_PREFIX_LEN) == NULL) {
+    evbuffer_add(out, p, len);
+    return;
+  }
+  size_t n;
+  char *r = sg_scan_replace_all(p, len, on_token, pc, &n, NULL);
+  evbuffer_add(out, r, n);
+  OPENSSL_cleanse(r, n);
+  free(r);
+}
+
+/* "Basic base64(user:password)": tokens inside the decoded credentials are substituted and
+ * the result encoded again (git over HTTPS sends its token this way). */
+static int add_basic(pconn *pc, struct evbuffer *out, const sg_h1_header *h) {
+  if (h->value_len < 7 || strncasecmp(h->value, "basic ", 6) != 0)
+    return 0;
+  const char *b = h->value + 6;
+  size_t blen = h->value_len - 6;
+  if (blen > 8192)
+    return 0;
+  uint8_t *plain = sg_malloc(blen / 4 * 3 + 3);
+  size_t plen;
+  int done = 0;
+  if (sg_b64_decode(b, blen, plain, &plen) == 0 &&
+      memmem(plain, plen, SG_TOKEN_PREFIX, SG_TOKEN_PREFIX_LEN) != NULL) {
+    size_t n, count;
+    char *r = sg_scan_replace_all((const char *)plain, plen, on_token, pc, &n, &count);
+    if (count > 0) {
+      char *enc = sg_malloc(SG_B64_ENCODED_CAP(n) + 3);
+      size_t elen = sg_b64_encode((const uint8_t *)r, n, enc);
+      while (elen % 4 != 0)
+        enc[elen++] = '=';
+      evbuffer_add(out, "Basic ", 6);
+      evbuffer_add(out, enc, elen);
+      OPENSSL_cleanse(enc, elen);
+      free(enc);
+      done = 1;
+    }
+    OPENSSL_cleanse(r, n);
+    free(r);
+  }
+  OPENSSL_cleanse(plain, blen / 4 * 3 + 3);
+  free(plain);
+  return done;
+}
+
+static void record_uses(pconn *pc) {
+  for (size_t i = 0; i < pc->n_uses; i++) {
+    use *u = &pc->uses[i];
+    if (u->substituted)
+      audit(pc, u->secret, SG_AUDIT_SUBSTITUTED, NULL);
+    if (u->withheld)
+      audit(pc, u->secret, SG_AUDIT_WITHHELD, u->reason);
+  }
+}
+
+/* Emits the scanner's output into the pending chunk. */
+static int emit_pending(void *arg, const char *data, size_t len) {
+  pconn *pc = arg;
+  return evbuffer_add(pc->pending, data, len) == 0 ? 0 : -1;
+}
+
+/* Sends the pending bytes upstream as one chunk. */
+static void flush_chunk(pconn *pc) {
+  size_t n = evbuffer_get_length(pc->pending);
+  if (n == 0)
+    return;
+  char line[20];
+  size_t l = sg_h1_chunk_header(line, n);
+  struct evbuffer *out = bufferevent_get_output(pc->up);
+  evbuffer_add(out, line, l);
+  evbuffer_add_buffer(out, pc->pending);
+  evbuffer_add(out, "\r\n", 2);
+}
+
+static int on_body_data(void *arg, const char *data, size_t len) {
+  pconn *pc = arg;
+  return sg_scan_feed(&pc->scanner, data, len);
+}
+
+static void begin_response(pconn *pc);
+
+/* Streams the chunked body the client sends, re-chunked after substitution. */
+static void pump_chunked(pconn *pc) {
+  struct evbuffer *in = bufferevent_get_input(pc->cli);
+  while (evbuffer_get_length(in) > 0 && !sg_h1_chunked_done(&pc->chunked)) {
+    struct evbuffer_iovec v;
+    if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+      break;
+    ssize_t used = sg_h1_chunked_decode(&pc->chunked, v.iov_base, v.iov_len, on_body_data, pc);
+    if (used < 0) {
+      fail(pc, 400, sg_h1_chunked_why(&pc->chunked));
+      return;
+    }
+    evbuffer_drain(in, (size_t)used);
+  }
+  if (sg_h1_chunked_done(&pc->chunked)) {
+    sg_scan_finish(&pc->scanner);
+    flush_chunk(pc);
+    evbuffer_add(bufferevent_get_output(pc->up), SG_H1_LAST_CHUNK, SG_H1_LAST_CHUNK_LEN);
+    begin_response(pc);
+    return;
+  }
+  flush_chunk(pc);
+  if (evbuffer_get_length(bufferevent_get_output(pc->up)) > PIPE_HIGH)
+    bufferevent_disable(pc->cli, EV_READ);
+}
+
+/* Sends a buffered Content-Length body once all of it is in. */
+static void pump_length(pconn *pc) {
+  struct evbuffer *in = bufferevent_get_input(pc->cli);
+  if (evbuffer_get_length(in) < pc->body_left) {
+    if (pc->client_eof)
+      fail(pc, 400, "request body cut short");
+    return;
+  }
+  const char *body = (const char *)evbuffer_pullup(in, (ev_ssize_t)pc->body_left);
+  sg_scan_init(&pc->scanner, on_token, pc, emit_pending, pc);
+  sg_scan_feed(&pc->scanner, body, pc->body_left);
+  sg_scan_finish(&pc->scanner);
+  evbuffer_drain(in, pc->body_left);
+  struct evbuffer *out = bufferevent_get_output(pc->up);
+  evbuffer_add_buffer(out, pc->held);
+  evbuffer_free(pc->held);
+  pc->held = NULL;
+  evbuffer_add_printf(out, "Content-Length: %zu\r\n\r\n", evbuffer_get_length(pc->pending));
+  evbuffer_add_buffer(out, pc->pending);
+  begin_response(pc);
+}
+
+/* The head the proxy sends upstream, without its framing line and final CRLF. */
+static struct evbuffer *build_head(pconn *pc, const char *path, size_t path_len) {
+  struct evbuffer *h = evbuffer_new();
+  const sg_h1_request *r = &pc->req;
+  evbuffer_add(h, r->method, r->method_len);
+  evbuffer_add(h, " ", 1);
+  const char *q = memchr(path, '?', path_len);
+  size_t before = q != NULL ? (size_t)(q - path) : path_len;
+  evbuffer_add(h, path, before);
+  if (q != NULL) {
+    query_lookup ql = {pc, NULL, 0};
+    size_t n;
+    char *rq = sg_scan_replace_all(q, path_len - before, on_query_token, &ql, &n, NULL);
+    evbuffer_add(h, rq, n);
+    OPENSSL_cleanse(rq, n);
+    free(rq);
+    if (ql.buf != NULL) {
+      OPENSSL_cleanse(ql.buf, ql.cap);
+      free(ql.buf);
+    }
+  }
+  evbuffer_add(h, " HTTP/1.1\r\n", 11);
+  for (size_t i = 0; i < r->num_headers; i++) {
+    const sg_h1_header *f = &r->headers[i];
+    /* Host goes on even if a Connection header names it: upstream needs it. */
+    if ((sg_h1_is_hop_by_hop(r->headers, r->num_headers, f->name, f->name_len) &&
+         !sg_h1_header_eq(f, "host")) ||
+        sg_h1_header_eq(f, "content-length") || sg_h1_header_eq(f, "expect"))
+      continue;
+    evbuffer_add(h, f->name, f->name_len);
+    evbuffer_add(h, ": ", 2);
+    if (!(sg_h1_header_eq(f, "authorization") && add_basic(pc, h, f)))
+      add_scanned(pc, h, f->value, f->value_len);
+    evbuffer_add(h, "\r\n", 2);
+  }
+  if (r->upgrade) {
+    for (size_t i = 0; i < r->num_headers; i++)
+      if (sg_h1_header_eq(&r->headers[i], "upgrade")) {
+        evbuffer_add(h, "Upgrade: ", 9);
+        add_scanned(pc, h, r->headers[i].value, r->headers[i].value_len);
+        evbuffer_add(h, "\r\n", 2);
+      }
+    evbuffer_add(h, "Connection: Upgrade\r\n", 21);
+  }
+  return h;
+}
+
+/* Sends the request at hand upstream (its head now, its body as it comes). */
+static void forward_request(pconn *pc) {
+  if (pc->up == NULL || !pc->up_ready) {
+    connect_upstream(pc);
+    return;
+  }
+  const sg_h1_request *r = &pc->req;
+  struct evbuffer *head;
+  sg_h1_target t;
+  pc->n_uses = 0;
+  if (r->form == SG_H1_TARGET_ABSOLUTE &&
+      sg_h1_split_target(r->target, r->target_len, &t, NULL) == 0) {
+    /* Upstream gets origin form: the path, then the query. */
+    char *p = sg_malloc(t.path_len + t.query_len + 1);
+    memcpy(p, t.path, t.path_len);
+    memcpy(p + t.path_len, t.query, t.query_len);
+    head = build_head(pc, p, t.path_len + t.query_len);
+    free(p);
+  } else {
+    head = build_head(pc, r->target, r->target_len);
+  }
+  if (r->expect_continue && (r->chunked || r->content_length > 0))
+    evbuffer_add(bufferevent_get_output(pc->cli), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+  if (pc->pending == NULL)
+    pc->pending = evbuffer_new();
+  if (r->chunked) {
+    evbuffer_add(head, "Transfer-Encoding: chunked\r\n\r\n", 30);
+    evbuffer_add_buffer(bufferevent_get_output(pc->up), head);
+    evbuffer_free(head);
+    sg_h1_chunked_init(&pc->chunked, 0);
+    sg_scan_init(&pc->scanner, on_token, pc, emit_pending, pc);
+    pc->state = P_BODY_CHUNK;
+    pump_chunked(pc);
+    return;
+  }
+  if (r->content_length > 0) {
+    pc->body_left = (uint64_t)r->content_length;
+    pc->state = P_BODY_CL;
+    bufferevent_setwatermark(pc->cli, EV_READ, 0,
+                             pc->body_left + pc->px->opts->max_head_bytes + PIPE_HIGH);
+    if (pc->held != NULL)
+      evbuffer_free(pc->held);
+    pc->held = head; /* the head waits for the body: its Content-Length is not known yet */
+    pump_length(pc);
+    return;
+  }
+  if (r->content_length == 0)
+    evbuffer_add(head, "Content-Length: 0\r\n", 19);
+  evbuffer_add(head, "\r\n", 2);
+  evbuffer_add_buffer(bufferevent_get_output(pc->up), head);
+  evbuffer_free(head);
+  begin_response(pc);
+}
+
+/* --- Responses ------------------------------------------------------------------------- */
+
+static int emit_client(void *arg, const char *data, size_t len) {
+  pconn *pc = arg;
+  struct evbuffer *out = bufferevent_get_output(pc->cli);
+  if (pc->rechunk) {
+    char line[20];
+    size_t l = sg_h1_chunk_header(line, len);
+    evbuffer_add(out, line, l);
+    evbuffer_add(out, data, len);
+    return evbuffer_add(out, "\r\n", 2);
+  }
+  return evbuffer_add(out, data, len);
+}
+
+static void on_redacted(void *arg, void *tag) {
+  pconn *pc = arg;
+  use *u = tag;
+  if (!u->redacted) {
+    u->redacted = 1;
+    audit(pc, u->secret, SG_AUDIT_REDACTED, "value echoed in the response");
+  }
+}
+
+static void begin_response(pconn *pc) {
+  record_uses(pc);
+  pc->state = P_RESPONSE;
+  pc->resp_head_done = 0;
+  pc->redacting = 0;
+  pc->rechunk = 0;
+  sg_reflect_reset(&pc->redactor);
+  sg_reflect_init(&pc->redactor, emit_client, on_redacted, pc);
+  for (size_t i = 0; i < pc->n_uses; i++) {
+    use *u = &pc->uses[i];
+    if (u->substituted && sg_reflect_add(&pc->redactor, (const char *)u->secret->value,
+                                         u->secret->value_len, u->token, SG_TOKEN_LEN, u) == 0)
+      pc->redacting = 1;
+  }
+  bufferevent_setwatermark(pc->cli, EV_READ, 0, pc->px->opts->max_head_bytes + PIPE_HIGH);
+  if (pc->up != NULL && evbuffer_get_length(bufferevent_get_input(pc->up)) > 0)
+    on_upstream_read(pc->up, pc);
+}
+
+/* The response is complete: get ready for the next request, or close. */
+static void end_response(pconn *pc) {
+  log_request(pc, pc->resp_status, NULL);
+  if (pc->redacting)
+    sg_reflect_reset(&pc->redactor);
+  pc->redacting = 0;
+  if (pc->upstream_close && pc->up != NULL) {
+    bufferevent_free(pc->up);
+    pc->up = NULL;
+    pc->up_ready = 0;
+  }
+  free(pc->head);
+  pc->head = NULL;
+  pc->started_ns = 0;
+  if (pc->client_close) {
+    pc->state = P_CLOSING;
+    bufferevent_disable(pc->cli, EV_READ);
+    bufferevent_setwatermark(pc->cli, EV_WRITE, 0, 0);
+    bufferevent_setcb(pc->cli, NULL, on_client_write, on_client_event, pc);
+    on_client_write(pc->cli, pc);
+    return;
+  }
+  pc->state = P_HEAD;
+  bufferevent_enable(pc->cli, EV_READ);
+  if (evbuffer_get_length(bufferevent_get_input(pc->cli)) > 0)
+    on_client_read(pc->cli, pc);
+}
+
+static int header_is_identity_coded(const sg_h1_response *r) {
+  for (size_t i = 0; i < r->num_headers; i++)
+    if (sg_h1_header_eq(&r->headers[i], "content-encoding") &&
+        !(r->headers[i].value_len == 8 && strncasecmp(r->headers[i].value, "identity", 8) == 0))
+      return 0;
+  return 1;
+}
+
+/* Writes the response head to the client. Returns 0, or -1 after failing the connection. */
+static int relay_response_head(pconn *pc) {
+  struct evbuffer *in = bufferevent_get_input(pc->up);
+  size_t avail = evbuffer_get_length(in);
+  size_t max = pc->px->opts->max_head_bytes;
+  const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)(avail < max ? avail : max));
+  sg_h1_response res;
+  int is_head = pc->req.method_len == 4 && memcmp(pc->req.method, "HEAD", 4) == 0;
+  int n = sg_h1_parse_response(buf, avail < max ? avail : max, max, is_head, &res);
+  if (n == SG_H1_PARTIAL)
+    return 1;
+  if (n < 0) {
+    fail(pc, 502, "upstream sent a malformed response");
+    return -1;
+  }
+  if (res.status >= 100 && res.status < 200 && res.status != 101) {
+    evbuffer_drain(in, (size_t)n); /* 100 Continue was ours to send; others are dropped */
+    return 2;
+  }
+  struct evbuffer *out = bufferevent_get_output(pc->cli);
+  pc->resp_status = res.status;
+  int upgrading = res.status == 101;
+  if (upgrading && !pc->req.upgrade) {
+    fail(pc, 502, "upstream switched protocols unasked");
+    return -1;
+  }
+  int redact_body =
+      pc->redacting && header_is_identity_coded(&res) && !res.no_body && !res.transfer_coded;
+  pc->rin = res.no_body || upgrading  ? R_NONE
+            : res.chunked             ? R_CHUNKED
+            : res.content_length >= 0 ? R_LENGTH
+                                      : R_CLOSE;
+  pc->resp_left = res.content_length > 0 ? (uint64_t)res.content_length : 0;
+  pc->client_close = !pc->req.keep_alive || pc->client_eof;
+  pc->upstream_close = !res.keep_alive || pc->rin == R_CLOSE;
+  /* Our own framing when the body changes length: chunked for an HTTP/1.1 client, the
+   * end of the connection for HTTP/1.0. */
+  pc->rechunk = 0;
+  if (redact_body && pc->rin != R_NONE) {
+    if (pc->req.minor_version >= 1)
+      pc->rechunk = 1;
+    else
+      pc->client_close = 1;
+  }
+  if (pc->rin == R_CLOSE && !pc->rechunk)
+    pc->client_close = 1;
+  evbuffer_add_printf(out, "HTTP/1.1 %d ", res.status);
+  evbuffer_add(out, res.reason, res.reason_len);
+  evbuffer_add(out, "\r\n", 2);
+  for (size_t i = 0; i < res.num_headers; i++) {
+    const sg_h1_header *f = &res.headers[i];
+    if (sg_h1_is_hop_by_hop(res.headers, res.num_headers, f->name, f->name_len))
+      continue;
+    if (pc->rechunk && sg_h1_header_eq(f, "content-length"))
+      continue;
+    evbuffer_add(out, f->name, f->name_len);
+    evbuffer_add(out, ": ", 2);
+    if (pc->redacting) {
+      size_t rn;
+      char *r = sg_reflect_all(&pc->redactor, f->value, f->value_len, &rn);
+      evbuffer_add(out, r, rn);
+      free(r);
+    } else {
+      evbuffer_add(out, f->value, f->value_len);
+    }
+    evbuffer_add(out, "\r\n", 2);
+  }
+  if (upgrading) {
+    for (size_t i = 0; i < res.num_headers; i++)
+      if (sg_h1_header_eq(&res.headers[i], "upgrade")) {
+        evbuffer_add(out, "Upgrade: ", 9);
+        evbuffer_add(out, res.headers[i].value, res.headers[i].value_len);
+        evbuffer_add(out, "\r\n", 2);
+      }
+    evbuffer_add(out, "Connection: Upgrade\r\n", 21);
+  } else if (res.transfer_coded && pc->rin == R_CHUNKED) {
+    /* "gzip, chunked": the chunks are relayed as they are, so their coding goes on too. */
+    for (size_t i = 0; i < res.num_headers; i++)
+      if (sg_h1_header_eq(&res.headers[i], "transfer-encoding")) {
+        evbuffer_add(out, "Transfer-Encoding: ", 19);
+        evbuffer_add(out, res.headers[i].value, res.headers[i].value_len);
+        evbuffer_add(out, "\r\n", 2);
+      }
+  } else if (pc->rechunk || (pc->rin == R_CHUNKED)) {
+    evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+  }
+  if (pc->client_close && !upgrading)
+    evbuffer_add(out, "Connection: close\r\n", 19);
+  evbuffer_add(out, "\r\n", 2);
+  evbuffer_drain(in, (size_t)n);
+  pc->resp_head_done = 1;
+  pc->redacting = redact_body;
+  if (pc->rin == R_CHUNKED)
+    sg_h1_chunked_init(&pc->resp_chunked, 0);
+  if (upgrading) {
+    log_request(pc, 101, NULL);
+    pc->state = P_PIPE;
+    bufferevent_set_timeouts(pc->cli, NULL, NULL);
+    bufferevent_set_timeouts(pc->up, NULL, NULL);
+    bufferevent_setwatermark(pc->cli, EV_READ, 0, PIPE_HIGH);
+    bufferevent_enable(pc->cli, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_input(pc->cli)) > 0)
+      on_client_read(pc->cli, pc);
+  }
+  return 0;
+}
+
+static int on_resp_chunk(void *arg, const char *data, size_t len) {
+  pconn *pc = arg;
+  return sg_reflect_feed(&pc->redactor, data, len);
+}
+
+static int count_only(void *arg, const char *data, size_t len) {
+  (void)arg;
+  (void)data;
+  (void)len;
+  return 0;
+}
+
+/* Relays body bytes from upstream; returns 1 when the body is complete. */
+static int relay_response_body(pconn *pc) {
+  struct evbuffer *in = bufferevent_get_input(pc->up);
+  struct evbuffer *out = bufferevent_get_output(pc->cli);
+  switch (pc->rin) {
+  case R_NONE:
+    return 1;
+  case R_LENGTH: {
+    size_t n = evbuffer_get_length(in);
+    if (n > pc->resp_left)
+      n = (size_t)pc->resp_left;
+    if (pc->redacting) {
+      const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+      sg_reflect_feed(&pc->redactor, p, n);
+      evbuffer_drain(in, n);
+    } else {
+      evbuffer_remove_buffer(in, out, n);
+    }
+    pc->resp_left -= n;
+    if (pc->resp_left > 0)
+      return 0;
+    if (pc->redacting)
+      sg_reflect_finish(&pc->redactor);
+    if (pc->rechunk)
+      evbuffer_add(out, SG_H1_LAST_CHUNK, SG_H1_LAST_CHUNK_LEN);
+    return 1;
+  }
+  case R_CHUNKED:
+    while (evbuffer_get_length(in) > 0 && !sg_h1_chunked_done(&pc->resp_chunked)) {
+      struct evbuffer_iovec v;
+      if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+        break;
+      ssize_t used = sg_h1_chunked_decode(&pc->resp_chunked, v.iov_base, v.iov_len,
+                                          pc->redacting ? on_resp_chunk : count_only, pc);
+      if (used < 0) {
+        pc_free(pc);
+        return -1;
+      }
+      if (pc->redacting)
+        evbuffer_drain(in, (size_t)used);
+      else
+        evbuffer_remove_buffer(in, out, (size_t)used);
+    }
+    if (!sg_h1_chunked_done(&pc->resp_chunked))
+      return 0;
+    if (pc->redacting) {
+      sg_reflect_finish(&pc->redactor);
+      evbuffer_add(out, SG_H1_LAST_CHUNK, SG_H1_LAST_CHUNK_LEN);
+    }
+    return 1;
+  case R_CLOSE:
+    if (pc->redacting) {
+      size_t n = evbuffer_get_length(in);
+      const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+      sg_reflect_feed(&pc->redactor, p, n);
+      evbuffer_drain(in, n);
+    } else {
+      evbuffer_add_buffer(out, in);
+    }
+    return 0; /* ends with upstream's EOF (on_upstream_event) */
+  }
+  return 0;
+}
+
+static void on_upstream_read(struct bufferevent *bev, void *arg) {
+  pconn *pc = arg;
+  if (pc->state == P_PIPE) {
+    relay(bev, pc->cli, bufferevent_get_input(bev));
+    return;
+  }
+  if (pc->state != P_RESPONSE) {
+    /* Bytes nobody asked for (before a request, or while one is still being sent): a
+     * response cannot precede its request, so the upstream is misbehaving or answering
+     * early; the latter is handled once the request is sent. */
+    if (pc->state == P_HEAD && pc->up != NULL) {
+      bufferevent_free(pc->up);
+      pc->up = NULL;
+      pc->up_ready = 0;
+    }
+    return;
+  }
+  while (!pc->resp_head_done) {
+    int rv = relay_response_head(pc);
+    if (rv == 2)
+      continue;
+    if (rv != 0)
+      return;
+    if (pc->state == P_PIPE) {
+      if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+        relay(bev, pc->cli, bufferevent_get_input(bev));
+      return;
+    }
+  }
+  int done = relay_response_body(pc);
+  if (done < 0)
+    return;
+  if (evbuffer_get_length(bufferevent_get_output(pc->cli)) > PIPE_HIGH)
+    bufferevent_disable(bev, EV_READ);
+  if (done)
+    end_response(pc);
+}
+
+/* --- Reading requests ------------------------------------------------------------------ */
+
+static void on_client_read(struct bufferevent *bev, void *arg) {
+  pconn *pc = arg;
+  switch (pc->state) {
+  case P_HEAD:
+    process_head(pc);
+    return;
+  case P_BODY_CL:
+    pump_length(pc);
+    return;
+  case P_BODY_CHUNK:
+    pump_chunked(pc);
+    return;
+  case P_PIPE:
+    if (pc->up != NULL)
+      relay(bev, pc->up, bufferevent_get_input(bev));
+    return;
+  default:
+    return; /* a pipelined request waits in the buffer for its turn */
+  }
+}
+
+/* Nonzero if the Host header (or the absolute-form authority) names the CONNECT host. */
+static int host_agrees(pconn *pc, const char *authority, size_t len) {
+  sg_authority a;
+  if (sg_authority_parse(authority, len, 443, &a) != 0)
+    return 0;
+  return strcmp(a.host, pc->target.host) == 0 && a.port == pc->target.port;
+}
+
+/* A request inside the tunnel: decide whether its tokens may be substituted, then send it. */
+static void tunnel_request(pconn *pc) {
+  const sg_h1_request *r = &pc->req;
+  pc->withhold = NULL;
+  if (r->form == SG_H1_TARGET_AUTHORITY) {
+    fail(pc, 400, "CONNECT inside a tunnel");
+    return;
+  }
+  const char *authority = r->host;
+  size_t alen = r->host_len;
+  sg_h1_target t;
+  if (r->form == SG_H1_TARGET_ABSOLUTE) {
+    const char *why = NULL;
+    if (sg_h1_split_target(r->target, r->target_len, &t, &why) != 0) {
+      fail(pc, 400, why != NULL ? why : "bad request target");
+      return;
+    }
+    authority = t.authority;
+    alen = t.authority_len;
+  }
+  if (pc->sni_state == 0)
+    pc->withhold = "no TLS SNI";
+  else if (pc->sni_state < 0)
+    pc->withhold = "TLS SNI differs from the CONNECT host";
+  else if (authority == NULL || !host_agrees(pc, authority, alen))
+    pc->withhold = "Host differs from the CONNECT host";
+  forward_request(pc);
+}
+
+/* A request on the proxy leg: CONNECT, or a plain-http request in absolute form. */
+static void proxy_request(pconn *pc) {
+  const sg_h1_request *r = &pc->req;
+  const char *authority;
+  size_t alen;
+  uint16_t standard;
+  if (r->form == SG_H1_TARGET_AUTHORITY) {
+    authority = r->target;
+    alen = r->target_len;
+    standard = 443;
+  } else if (r->form == SG_H1_TARGET_ABSOLUTE) {
+    sg_h1_target t;
+    const char *why = NULL;
+    if (sg_h1_split_target(r->target, r->target_len, &t, &why) != 0) {
+      fail(pc, 400, why != NULL ? why : "bad request target");
+      return;
+    }
+    if (!(t.scheme_len == 4 && strncasecmp(t.scheme, "http", 4) == 0)) {
+      fail(pc, 400, "only http:// in absolute form; https goes through CONNECT");
+      return;
+    }
+    authority = t.authority;
+    alen = t.authority_len;
+    standard = 80;
+  } else {
+    fail(pc, 400, "not a proxy request (use CONNECT or an absolute URL)");
+    return;
+  }
+  sg_authority a;
+  if (sg_authority_parse(authority, alen, r->form == SG_H1_TARGET_AUTHORITY ? 0 : 80, &a) != 0 ||
+      memmem(a.host, strlen(a.host), SG_TOKEN_PREFIX, SG_TOKEN_PREFIX_LEN) != NULL) {
+    fail(pc, 400, "bad host");
+    return;
+  }
+  /* A plain-http connection may move between hosts; a new host means a new upstream. */
+  if (pc->up != NULL && (strcmp(a.host, pc->target.host) != 0 || a.port != pc->target.port)) {
+    bufferevent_free(pc->up);
+    pc->up = NULL;
+    pc->up_ready = 0;
+  }
+  pc->target = a;
+  pc->tunnel = r->form == SG_H1_TARGET_AUTHORITY;
+  pc->withhold = "plain http: a secret never travels in the clear";
+  if (parse_credential(pc) != 0) {
+    fail(pc, 407, "proxy credential missing or malformed");
+    return;
+  }
+  if (!port_allowed(pc->px, a.port, standard)) {
+    fail(pc, 403, "port not allowed");
+    return;
+  }
+  need_view(pc);
+}
+
+/* After the view: the credential, the allowlist, then the address. */
+static void after_auth(pconn *pc) {
+  if (!pc->in_tunnel) {
+    if (check_credential(pc) != 0)
+      return;
+    if (!sg_view_host_allowed(pc->view, pc->target.host)) {
+      audit(pc, NULL, SG_AUDIT_DENIED, "host not in the sandbox's egress allowlist");
+      fail(pc, 403, "host not in the sandbox's egress allowlist");
+      return;
+    }
+    if (pc->up != NULL && pc->up_ready) {
+      forward_request(pc); /* plain http, same host as before */
+      return;
+    }
+    resolve_target(pc);
+    return;
+  }
+  /* Inside the tunnel: the view was refreshed; the sandbox must still be live. */
+  if (!sg_view_live(pc->view)) {
+    fail(pc, 403, "sandbox has ended");
+    return;
+  }
+  tunnel_request(pc);
+}
+
+static void process_head(pconn *pc) {
+  struct evbuffer *in = bufferevent_get_input(pc->cli);
+  size_t avail = evbuffer_get_length(in);
+  if (avail == 0)
+    return;
+  size_t max = pc->px->opts->max_head_bytes;
+  size_t take = avail < max ? avail : max;
+  const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)take);
+  if (!sg_h1_head_worth_parsing(buf, take, pc->head_seen, max)) {
+    pc->head_seen = take;
+    return;
+  }
+  pc->head_seen = take;
+  int n = sg_h1_parse_request(buf, take, max, &pc->req);
+  if (n == SG_H1_PARTIAL)
+    return;
+  pc->head_seen = 0;
+  snprintf(pc->method, sizeof(pc->method), "%.*s",
+           n > 0 ? (int)(pc->req.method_len < 15 ? pc->req.method_len : 15) : 0,
+           n > 0 ? pc->req.method : "");
+  pc->path[0] = '\0';
+  pc->started_ns = sg_now_ns();
+  if (n == SG_H1_TOO_LARGE) {
+    fail(pc, 431, pc->req.why != NULL ? pc->req.why : "request head too large");
+    return;
+  }
+  if (n < 0) {
+    fail(pc, 400, pc->req.why != NULL ? pc->req.why : "malformed request");
+    return;
+  }
+  /* Keep our own copy of the head: |req| points into it while the request waits. */
+  free(pc->head);
+  pc->head = sg_malloc((size_t)n);
+  memcpy(pc->head, buf, (size_t)n);
+  pc->head_len = (size_t)n;
+  evbuffer_drain(in, (size_t)n);
+  sg_h1_parse_request(pc->head, pc->head_len, max, &pc->req);
+  if (pc->req.form != SG_H1_TARGET_AUTHORITY)
+    keep_path(pc, pc->req.target, pc->req.target_len);
+  if (pc->req.content_length > 0 &&
+      (uint64_t)pc->req.content_length > pc->px->opts->max_body_bytes) {
+    fail(pc, 413, "request body too large to inspect");
+    return;
+  }
+  if (pc->req.upgrade && !pc->in_tunnel) {
+    fail(pc, 400, "upgrade requests need https");
+    return;
+  }
+  if (pc->in_tunnel) {
+    need_view(pc); /* the view may have gone stale since the last request */
+    return;
+  }
+  proxy_request(pc);
+}
+
+/* --- Set-up ---------------------------------------------------------------------------- */
+
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg) {
+  (void)ssl;
+  (void)arg;
+  static const unsigned char protos[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  if (SSL_select_next_proto((unsigned char **)out, outlen, protos, sizeof(protos), in, inlen) !=
+      OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_NOACK;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+sg_proxy *sg_proxy_new(const sg_proxy_options *opts, char *err, size_t errlen) {
+  sg_proxy *px = sg_calloc(1, sizeof(*px));
+  px->opts = opts;
+  px->sandbox_tls = SSL_CTX_new(TLS_server_method());
+  px->upstream_tls = SSL_CTX_new(TLS_client_method());
+  if (px->sandbox_tls == NULL || px->upstream_tls == NULL) {
+    snprintf(err, errlen, "cannot create TLS contexts");
+    sg_proxy_free(px);
+    return NULL;
+  }
+  SSL_CTX_set_min_proto_version(px->sandbox_tls, TLS1_2_VERSION);
+  SSL_CTX_set_alpn_select_cb(px->sandbox_tls, alpn_select, NULL);
+  SSL_CTX_set_mode(px->sandbox_tls, SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_min_proto_version(px->upstream_tls, TLS1_2_VERSION);
+  SSL_CTX_set_verify(px->upstream_tls, SSL_VERIFY_PEER, NULL);
+  SSL_CTX_set_mode(px->upstream_tls, SSL_MODE_RELEASE_BUFFERS);
+  static const unsigned char h1[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  SSL_CTX_set_alpn_protos(px->upstream_tls, h1, sizeof(h1));
+  if (SSL_CTX_set_default_verify_paths(px->upstream_tls) != 1) {
+    snprintf(err, errlen, "cannot load the system's trusted certificates");
+    sg_proxy_free(px);
+    return NULL;
+  }
+  if (opts->upstream_ca != NULL &&
+      SSL_CTX_load_verify_locations(px->upstream_tls, opts->upstream_ca, NULL) != 1) {
+    snprintf(err, errlen, "--upstream-ca %s: not a readable PEM certificate bundle",
+             opts->upstream_ca);
+    ERR_clear_error();
+    sg_proxy_free(px);
+    return NULL;
+  }
+  px->allow = sg_cidr_list_new();
+  px->fixed = sg_resolve_map_new();
+  px->resolve = (sg_resolve_config){px->fixed, px->allow};
+  for (size_t i = 0; i < opts->allow_cidrs.n; i++) {
+    char why[160];
+    if (sg_cidr_list_add(px->allow, opts->allow_cidrs.items[i], why, sizeof(why)) != 0) {
+      snprintf(err, errlen, "--proxy-allow-cidr %s: %s", opts->allow_cidrs.items[i], why);
+      sg_proxy_free(px);
+      return NULL;
+    }
+  }
+  for (size_t i = 0; i < opts->resolve.n; i++) {
+    char why[160];
+    if (sg_resolve_map_add(px->fixed, opts->resolve.items[i], why, sizeof(why)) != 0) {
+      snprintf(err, errlen, "--proxy-resolve %s: %s", opts->resolve.items[i], why);
+      sg_proxy_free(px);
+      return NULL;
+    }
+  }
+  px->ports = sg_calloc(opts->allow_ports.n + 1, sizeof(*px->ports));
+  for (size_t i = 0; i < opts->allow_ports.n; i++) {
+    char *end;
+    long v = strtol(opts->allow_ports.items[i], &end, 10);
+    if (*end != '\0' || v < 1 || v > 65535) {
+      snprintf(err, errlen, "--proxy-allow-port %s: not a port number (1-65535)",
+               opts->allow_ports.items[i]);
+      sg_proxy_free(px);
+      return NULL;
+    }
+    px->ports[px->n_ports++] = (uint16_t)v;
+  }
+  px->leaves = sg_leaf_cache_new(opts->ca, 4096);
+  return px;
+}
+
+void sg_proxy_free(sg_proxy *px) {
+  if (px == NULL)
+    return;
+  if (px->sandbox_tls != NULL)
+    SSL_CTX_free(px->sandbox_tls);
+  if (px->upstream_tls != NULL)
+    SSL_CTX_free(px->upstream_tls);
+  sg_leaf_cache_free(px->leaves);
+  sg_cidr_list_free(px->allow);
+  sg_resolve_map_free(px->fixed);
+  free(px->ports);
+  free(px);
+}
+
+uint64_t sg_proxy_leaves_minted(const sg_proxy *px) {
+  return sg_leaf_cache_minted(px->leaves);
+}
