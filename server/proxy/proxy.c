@@ -28,16 +28,13 @@
 #include "proxy/leaf.h"
 #include "proxy/reflect.h"
 #include "proxy/scan.h"
+#include "proxy/subst.h"
 #include "proxy/view.h"
 #include "rpc/b64.h"
 
 /* Bytes queued toward a slow peer before the other side stops being read. */
 #define PIPE_HIGH (1u << 20)
 #define PIPE_LOW  (256u << 10)
-/* Secrets one request may use that are remembered for audit and redaction. */
-#define MAX_USES 32
-/* The longest path kept for audit and logs. */
-#define PATH_MAX_KEPT 256
 
 struct sg_proxy {
   const sg_proxy_options *opts;
@@ -66,14 +63,6 @@ typedef enum {
 
 typedef enum { R_NONE, R_LENGTH, R_CHUNKED, R_CLOSE } rframing;
 
-/* One secret's part in the request at hand. */
-typedef struct {
-  const sg_view_secret *secret;
-  char token[SG_TOKEN_LEN + 1];
-  int substituted, withheld, redacted;
-  const char *reason; /* why it was withheld */
-} use;
-
 typedef struct pconn {
   sg_proxy *px;
   struct event_base *base;
@@ -101,11 +90,7 @@ typedef struct pconn {
   size_t head_seen; /* bytes of the next head already looked at */
   size_t head_len;
   sg_h1_request req;
-  char method[16];
-  char path[PATH_MAX_KEPT + 1]; /* without the query, tokens masked */
-  const char *withhold;         /* when set, no substitution in this request, and why */
-  use uses[MAX_USES];
-  size_t n_uses;
+  sg_subst rq; /* what it may substitute, and what it did */
   uint64_t body_left;
   sg_h1_chunked chunked;
   sg_scanner scanner;
@@ -124,7 +109,6 @@ typedef struct pconn {
   int upstream_close;
   uint64_t resp_left;
   sg_h1_chunked resp_chunked;
-  sg_reflector redactor;
 } pconn;
 
 static __thread pconn *conns;
@@ -148,29 +132,6 @@ static void process_head(pconn *pc);
 static void after_auth(pconn *pc);
 static void forward_request(pconn *pc);
 static void connect_upstream(pconn *pc);
-
-/* Replaces every token in |s| by a fixed marker, so that paths reach logs and audit rows
- * without one. */
-static int mask_token(void *arg, const char *token, const char **value, size_t *len) {
-  (void)arg;
-  (void)token;
-  *value = SG_TOKEN_PREFIX "********************************";
-  *len = strlen(*value);
-  return 1;
-}
-
-static void keep_path(pconn *pc, const char *p, size_t len) {
-  const char *q = memchr(p, '?', len);
-  if (q != NULL)
-    len = (size_t)(q - p);
-  size_t out_len;
-  char *masked = sg_scan_replace_all(p, len, mask_token, NULL, &out_len, NULL);
-  if (out_len > PATH_MAX_KEPT)
-    out_len = PATH_MAX_KEPT;
-  memcpy(pc->path, masked, out_len);
-  pc->path[out_len] = '\0';
-  free(masked);
-}
 
 static const char *status_text(int status) {
   switch (status) {
@@ -201,11 +162,11 @@ static void log_request(pconn *pc, int status, const char *why) {
   sg_log_begin(status >= 400 ? SG_LOG_WARN : SG_LOG_INFO, "proxy_request");
   if (pc->sandbox_id[0])
     sg_log_cstr("sandbox", pc->sandbox_id);
-  sg_log_cstr("method", pc->method);
+  sg_log_cstr("method", pc->rq.method);
   if (pc->target.host[0])
     sg_log_cstr("host", pc->target.host);
-  if (pc->path[0])
-    sg_log_cstr("path", pc->path);
+  if (pc->rq.path[0])
+    sg_log_cstr("path", pc->rq.path);
   sg_log_int("status", status);
   if (why != NULL)
     sg_log_cstr("reason", why);
@@ -216,21 +177,9 @@ static void log_request(pconn *pc, int status, const char *why) {
 }
 
 static void audit(pconn *pc, const sg_view_secret *s, sg_audit_decision d, const char *reason) {
-  if (pc->view == NULL)
-    return;
-  sg_audit_event ev = {
-      .org_id = pc->view->org_id,
-      .sandbox_id = pc->view->sandbox_id,
-      .store_id = s != NULL ? s->store_id : "",
-      .secret_name = s != NULL ? s->name : "",
-      .secret_version = s != NULL ? s->version : 0,
-      .host = pc->target.host,
-      .method = pc->method,
-      .path = pc->path,
-      .decision = d,
-      .reason = reason != NULL ? reason : "",
-  };
-  sg_audit_record(&ev);
+  pc->rq.view = pc->view;
+  pc->rq.host = pc->target.host;
+  sg_subst_audit_event(&pc->rq, s, d, reason);
 }
 
 /* Answers the client with |status| and a short plain-text body, then closes the connection:
@@ -277,7 +226,7 @@ static void pc_free(pconn *pc) {
     evbuffer_free(pc->pending);
   if (pc->held != NULL)
     evbuffer_free(pc->held);
-  sg_reflect_reset(&pc->redactor);
+  sg_subst_end(&pc->rq);
   sg_view_unref(pc->view);
   free(pc->head);
   if (pc->prev)
@@ -577,7 +526,7 @@ static void on_upstream_event(struct bufferevent *bev, short what, void *arg) {
     pc->up = NULL;
     pc->up_ready = 0;
     if (pc->redacting)
-      sg_reflect_finish(&pc->redactor);
+      sg_reflect_finish(&pc->rq.reflector);
     log_request(pc, pc->resp_status, NULL);
     pc->state = P_CLOSING;
     bufferevent_disable(pc->cli, EV_READ);
@@ -703,133 +652,6 @@ static void start_client_tls(pconn *pc) {
 
 static void on_client_read(struct bufferevent *bev, void *arg);
 
-/* The lookup the scanner calls for each token it finds in this request. */
-static int on_token(void *arg, const char *token, const char **value, size_t *len) {
-  pconn *pc = arg;
-  const sg_view_secret *s = sg_view_find(pc->view, token);
-  if (s == NULL)
-    return 0; /* another sandbox's, or no token at all: it goes out as it is */
-  use *u = NULL;
-  for (size_t i = 0; i < pc->n_uses; i++)
-    if (pc->uses[i].secret == s)
-      u = &pc->uses[i];
-  if (u == NULL && pc->n_uses < MAX_USES) {
-    u = &pc->uses[pc->n_uses++];
-    memset(u, 0, sizeof(*u));
-    u->secret = s;
-    memcpy(u->token, token, SG_TOKEN_LEN);
-  }
-  const char *why = pc->withhold;
-  if (why == NULL && !sg_view_secret_allowed(s, pc->target.host))
-    why = "host not in the secret's allowed_hosts";
-  if (why != NULL) {
-    if (u != NULL && !u->withheld) {
-      u->withheld = 1;
-      u->reason = why;
-    }
-    return 0;
-  }
-  if (u != NULL)
-    u->substituted = 1;
-  *value = (const char *)s->value;
-  *len = s->value_len;
-  return 1;
-}
-
-/* The same for the query string: the value goes in percent-encoded. */
-typedef struct {
-  pconn *pc;
-  char *buf;
-  size_t cap;
-} query_lookup;
-
-static int on_query_token(void *arg, const char *token, const char **value, size_t *len) {
-  query_lookup *q = arg;
-  const char *v;
-  size_t vlen;
-  if (!on_token(q->pc, token, &v, &vlen))
-    return 0;
-  static const char hex[] = "0123456789ABCDEF";
-  if (q->buf != NULL) {
-    OPENSSL_cleanse(q->buf, q->cap);
-    free(q->buf);
-  }
-  q->cap = 3 * vlen + 1;
-  q->buf = sg_malloc(q->cap);
-  size_t n = 0;
-  for (size_t i = 0; i < vlen; i++) {
-    unsigned char c = (unsigned char)v[i];
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-        c == '.' || c == '_' || c == '~') {
-      q->buf[n++] = (char)c;
-    } else {
-      q->buf[n++] = '%';
-      q->buf[n++] = hex[c >> 4];
-      q->buf[n++] = hex[c & 15];
-    }
-  }
-  *value = q->buf;
-  *len = n;
-  return 1;
-}
-
-static void add_scanned(pconn *pc, struct evbuffer *out, const char *p, size_t len) {
-  if (memmem(p, len, SG_TOKEN_PREFIX, SG_TOKEN_PREFIX_LEN) == NULL) {
-    evbuffer_add(out, p, len);
-    return;
-  }
-  size_t n;
-  char *r = sg_scan_replace_all(p, len, on_token, pc, &n, NULL);
-  evbuffer_add(out, r, n);
-  OPENSSL_cleanse(r, n);
-  free(r);
-}
-
-/* "Basic base64(user:password)": tokens inside the decoded credentials are substituted and
- * the result encoded again (git over HTTPS sends its token this way). */
-static int add_basic(pconn *pc, struct evbuffer *out, const sg_h1_header *h) {
-  if (h->value_len < 7 || strncasecmp(h->value, "basic ", 6) != 0)
-    return 0;
-  const char *b = h->value + 6;
-  size_t blen = h->value_len - 6;
-  if (blen > 8192)
-    return 0;
-  uint8_t *plain = sg_malloc(blen / 4 * 3 + 3);
-  size_t plen;
-  int done = 0;
-  if (sg_b64_decode(b, blen, plain, &plen) == 0 &&
-      memmem(plain, plen, SG_TOKEN_PREFIX, SG_TOKEN_PREFIX_LEN) != NULL) {
-    size_t n, count;
-    char *r = sg_scan_replace_all((const char *)plain, plen, on_token, pc, &n, &count);
-    if (count > 0) {
-      char *enc = sg_malloc(SG_B64_ENCODED_CAP(n) + 3);
-      size_t elen = sg_b64_encode((const uint8_t *)r, n, enc);
-      while (elen % 4 != 0)
-        enc[elen++] = '=';
-      evbuffer_add(out, "Basic ", 6);
-      evbuffer_add(out, enc, elen);
-      OPENSSL_cleanse(enc, elen);
-      free(enc);
-      done = 1;
-    }
-    OPENSSL_cleanse(r, n);
-    free(r);
-  }
-  OPENSSL_cleanse(plain, blen / 4 * 3 + 3);
-  free(plain);
-  return done;
-}
-
-static void record_uses(pconn *pc) {
-  for (size_t i = 0; i < pc->n_uses; i++) {
-    use *u = &pc->uses[i];
-    if (u->substituted)
-      audit(pc, u->secret, SG_AUDIT_SUBSTITUTED, NULL);
-    if (u->withheld)
-      audit(pc, u->secret, SG_AUDIT_WITHHELD, u->reason);
-  }
-}
-
 /* Emits the scanner's output into the pending chunk. */
 static int emit_pending(void *arg, const char *data, size_t len) {
   pconn *pc = arg;
@@ -891,7 +713,7 @@ static void pump_length(pconn *pc) {
     return;
   }
   const char *body = (const char *)evbuffer_pullup(in, (ev_ssize_t)pc->body_left);
-  sg_scan_init(&pc->scanner, on_token, pc, emit_pending, pc);
+  sg_scan_init(&pc->scanner, sg_subst_lookup, &pc->rq, emit_pending, pc);
   sg_scan_feed(&pc->scanner, body, pc->body_left);
   sg_scan_finish(&pc->scanner);
   evbuffer_drain(in, pc->body_left);
@@ -904,26 +726,31 @@ static void pump_length(pconn *pc) {
   begin_response(pc);
 }
 
+/* Adds a header value with its tokens substituted. */
+static void add_value(pconn *pc, struct evbuffer *h, const sg_h1_header *f) {
+  size_t n;
+  char *v = sg_subst_header(&pc->rq, f->name, f->name_len, f->value, f->value_len, &n);
+  if (v == NULL) {
+    evbuffer_add(h, f->value, f->value_len);
+    return;
+  }
+  evbuffer_add(h, v, n);
+  sg_subst_free_text(v, n);
+}
+
 /* The head the proxy sends upstream, without its framing line and final CRLF. */
-static struct evbuffer *build_head(pconn *pc, const char *path, size_t path_len) {
+static struct evbuffer *build_head(pconn *pc, const char *target, size_t target_len) {
   struct evbuffer *h = evbuffer_new();
   const sg_h1_request *r = &pc->req;
   evbuffer_add(h, r->method, r->method_len);
   evbuffer_add(h, " ", 1);
-  const char *q = memchr(path, '?', path_len);
-  size_t before = q != NULL ? (size_t)(q - path) : path_len;
-  evbuffer_add(h, path, before);
-  if (q != NULL) {
-    query_lookup ql = {pc, NULL, 0};
-    size_t n;
-    char *rq = sg_scan_replace_all(q, path_len - before, on_query_token, &ql, &n, NULL);
-    evbuffer_add(h, rq, n);
-    OPENSSL_cleanse(rq, n);
-    free(rq);
-    if (ql.buf != NULL) {
-      OPENSSL_cleanse(ql.buf, ql.cap);
-      free(ql.buf);
-    }
+  size_t n;
+  char *t = sg_subst_target(&pc->rq, target, target_len, &n);
+  if (t != NULL) {
+    evbuffer_add(h, t, n);
+    sg_subst_free_text(t, n);
+  } else {
+    evbuffer_add(h, target, target_len);
   }
   evbuffer_add(h, " HTTP/1.1\r\n", 11);
   for (size_t i = 0; i < r->num_headers; i++) {
@@ -935,15 +762,14 @@ static struct evbuffer *build_head(pconn *pc, const char *path, size_t path_len)
       continue;
     evbuffer_add(h, f->name, f->name_len);
     evbuffer_add(h, ": ", 2);
-    if (!(sg_h1_header_eq(f, "authorization") && add_basic(pc, h, f)))
-      add_scanned(pc, h, f->value, f->value_len);
+    add_value(pc, h, f);
     evbuffer_add(h, "\r\n", 2);
   }
   if (r->upgrade) {
     for (size_t i = 0; i < r->num_headers; i++)
       if (sg_h1_header_eq(&r->headers[i], "upgrade")) {
         evbuffer_add(h, "Upgrade: ", 9);
-        add_scanned(pc, h, r->headers[i].value, r->headers[i].value_len);
+        add_value(pc, h, &r->headers[i]);
         evbuffer_add(h, "\r\n", 2);
       }
     evbuffer_add(h, "Connection: Upgrade\r\n", 21);
@@ -960,7 +786,8 @@ static void forward_request(pconn *pc) {
   const sg_h1_request *r = &pc->req;
   struct evbuffer *head;
   sg_h1_target t;
-  pc->n_uses = 0;
+  pc->rq.view = pc->view;
+  pc->rq.host = pc->target.host;
   if (r->form == SG_H1_TARGET_ABSOLUTE &&
       sg_h1_split_target(r->target, r->target_len, &t, NULL) == 0) {
     /* Upstream gets origin form: the path, then the query. */
@@ -981,7 +808,7 @@ static void forward_request(pconn *pc) {
     evbuffer_add_buffer(bufferevent_get_output(pc->up), head);
     evbuffer_free(head);
     sg_h1_chunked_init(&pc->chunked, 0);
-    sg_scan_init(&pc->scanner, on_token, pc, emit_pending, pc);
+    sg_scan_init(&pc->scanner, sg_subst_lookup, &pc->rq, emit_pending, pc);
     pc->state = P_BODY_CHUNK;
     pump_chunked(pc);
     return;
@@ -1020,29 +847,13 @@ static int emit_client(void *arg, const char *data, size_t len) {
   return evbuffer_add(out, data, len);
 }
 
-static void on_redacted(void *arg, void *tag) {
-  pconn *pc = arg;
-  use *u = tag;
-  if (!u->redacted) {
-    u->redacted = 1;
-    audit(pc, u->secret, SG_AUDIT_REDACTED, "value echoed in the response");
-  }
-}
-
 static void begin_response(pconn *pc) {
-  record_uses(pc);
+  sg_subst_audit(&pc->rq);
   pc->state = P_RESPONSE;
   pc->resp_head_done = 0;
   pc->redacting = 0;
   pc->rechunk = 0;
-  sg_reflect_reset(&pc->redactor);
-  sg_reflect_init(&pc->redactor, emit_client, on_redacted, pc);
-  for (size_t i = 0; i < pc->n_uses; i++) {
-    use *u = &pc->uses[i];
-    if (u->substituted && sg_reflect_add(&pc->redactor, (const char *)u->secret->value,
-                                         u->secret->value_len, u->token, SG_TOKEN_LEN, u) == 0)
-      pc->redacting = 1;
-  }
+  pc->redacting = sg_subst_arm_reflector(&pc->rq, emit_client, pc);
   bufferevent_setwatermark(pc->cli, EV_READ, 0, pc->px->opts->max_head_bytes + PIPE_HIGH);
   if (pc->up != NULL && evbuffer_get_length(bufferevent_get_input(pc->up)) > 0)
     on_upstream_read(pc->up, pc);
@@ -1052,7 +863,7 @@ static void begin_response(pconn *pc) {
 static void end_response(pconn *pc) {
   log_request(pc, pc->resp_status, NULL);
   if (pc->redacting)
-    sg_reflect_reset(&pc->redactor);
+    sg_reflect_reset(&pc->rq.reflector);
   pc->redacting = 0;
   if (pc->upstream_close && pc->up != NULL) {
     bufferevent_free(pc->up);
@@ -1143,7 +954,7 @@ static int relay_response_head(pconn *pc) {
     evbuffer_add(out, ": ", 2);
     if (pc->redacting) {
       size_t rn;
-      char *r = sg_reflect_all(&pc->redactor, f->value, f->value_len, &rn);
+      char *r = sg_reflect_all(&pc->rq.reflector, f->value, f->value_len, &rn);
       evbuffer_add(out, r, rn);
       free(r);
     } else {
@@ -1193,7 +1004,7 @@ static int relay_response_head(pconn *pc) {
 
 static int on_resp_chunk(void *arg, const char *data, size_t len) {
   pconn *pc = arg;
-  return sg_reflect_feed(&pc->redactor, data, len);
+  return sg_reflect_feed(&pc->rq.reflector, data, len);
 }
 
 static int count_only(void *arg, const char *data, size_t len) {
@@ -1216,7 +1027,7 @@ static int relay_response_body(pconn *pc) {
       n = (size_t)pc->resp_left;
     if (pc->redacting) {
       const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-      sg_reflect_feed(&pc->redactor, p, n);
+      sg_reflect_feed(&pc->rq.reflector, p, n);
       evbuffer_drain(in, n);
     } else {
       evbuffer_remove_buffer(in, out, n);
@@ -1225,7 +1036,7 @@ static int relay_response_body(pconn *pc) {
     if (pc->resp_left > 0)
       return 0;
     if (pc->redacting)
-      sg_reflect_finish(&pc->redactor);
+      sg_reflect_finish(&pc->rq.reflector);
     if (pc->rechunk)
       evbuffer_add(out, SG_H1_LAST_CHUNK, SG_H1_LAST_CHUNK_LEN);
     return 1;
@@ -1249,7 +1060,7 @@ static int relay_response_body(pconn *pc) {
     if (!sg_h1_chunked_done(&pc->resp_chunked))
       return 0;
     if (pc->redacting) {
-      sg_reflect_finish(&pc->redactor);
+      sg_reflect_finish(&pc->rq.reflector);
       evbuffer_add(out, SG_H1_LAST_CHUNK, SG_H1_LAST_CHUNK_LEN);
     }
     return 1;
@@ -1257,7 +1068,7 @@ static int relay_response_body(pconn *pc) {
     if (pc->redacting) {
       size_t n = evbuffer_get_length(in);
       const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-      sg_reflect_feed(&pc->redactor, p, n);
+      sg_reflect_feed(&pc->rq.reflector, p, n);
       evbuffer_drain(in, n);
     } else {
       evbuffer_add_buffer(out, in);
@@ -1339,7 +1150,7 @@ static int host_agrees(pconn *pc, const char *authority, size_t len) {
 /* A request inside the tunnel: decide whether its tokens may be substituted, then send it. */
 static void tunnel_request(pconn *pc) {
   const sg_h1_request *r = &pc->req;
-  pc->withhold = NULL;
+  pc->rq.withhold = NULL;
   if (r->form == SG_H1_TARGET_AUTHORITY) {
     fail(pc, 400, "CONNECT inside a tunnel");
     return;
@@ -1357,11 +1168,11 @@ static void tunnel_request(pconn *pc) {
     alen = t.authority_len;
   }
   if (pc->sni_state == 0)
-    pc->withhold = "no TLS SNI";
+    pc->rq.withhold = "no TLS SNI";
   else if (pc->sni_state < 0)
-    pc->withhold = "TLS SNI differs from the CONNECT host";
+    pc->rq.withhold = "TLS SNI differs from the CONNECT host";
   else if (authority == NULL || !host_agrees(pc, authority, alen))
-    pc->withhold = "Host differs from the CONNECT host";
+    pc->rq.withhold = "Host differs from the CONNECT host";
   forward_request(pc);
 }
 
@@ -1407,7 +1218,7 @@ static void proxy_request(pconn *pc) {
   }
   pc->target = a;
   pc->tunnel = r->form == SG_H1_TARGET_AUTHORITY;
-  pc->withhold = "plain http: a secret never travels in the clear";
+  pc->rq.withhold = "plain http: a secret never travels in the clear";
   if (parse_credential(pc) != 0) {
     fail(pc, 407, "proxy credential missing or malformed");
     return;
@@ -1461,10 +1272,10 @@ static void process_head(pconn *pc) {
   if (n == SG_H1_PARTIAL)
     return;
   pc->head_seen = 0;
-  snprintf(pc->method, sizeof(pc->method), "%.*s",
+  snprintf(pc->rq.method, sizeof(pc->rq.method), "%.*s",
            n > 0 ? (int)(pc->req.method_len < 15 ? pc->req.method_len : 15) : 0,
            n > 0 ? pc->req.method : "");
-  pc->path[0] = '\0';
+  pc->rq.path[0] = '\0';
   pc->started_ns = sg_now_ns();
   if (n == SG_H1_TOO_LARGE) {
     fail(pc, 431, pc->req.why != NULL ? pc->req.why : "request head too large");
@@ -1481,8 +1292,16 @@ static void process_head(pconn *pc) {
   pc->head_len = (size_t)n;
   evbuffer_drain(in, (size_t)n);
   sg_h1_parse_request(pc->head, pc->head_len, max, &pc->req);
-  if (pc->req.form != SG_H1_TARGET_AUTHORITY)
-    keep_path(pc, pc->req.target, pc->req.target_len);
+  const char *path = pc->req.target;
+  size_t path_len = pc->req.form == SG_H1_TARGET_AUTHORITY ? 0 : pc->req.target_len;
+  sg_h1_target t;
+  if (pc->req.form == SG_H1_TARGET_ABSOLUTE &&
+      sg_h1_split_target(pc->req.target, pc->req.target_len, &t, NULL) == 0) {
+    path = t.path;
+    path_len = t.path_len;
+  }
+  sg_subst_begin(&pc->rq, pc->view, pc->target.host, NULL, pc->req.method, pc->req.method_len, path,
+                 path_len);
   if (pc->req.content_length > 0 &&
       (uint64_t)pc->req.content_length > pc->px->opts->max_body_bytes) {
     fail(pc, 413, "request body too large to inspect");

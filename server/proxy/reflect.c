@@ -7,11 +7,13 @@
 
 #include "core/mem.h"
 
-void sg_reflect_init(sg_reflector *r, sg_reflect_emit emit, sg_reflect_hit hit, void *arg) {
+void sg_reflect_init(sg_reflector *r, sg_reflect_emit emit, void *arg, sg_reflect_hit hit,
+                     void *hit_arg) {
   memset(r, 0, sizeof(*r));
   r->emit = emit;
   r->hit = hit;
   r->arg = arg;
+  r->hit_arg = hit_arg;
 }
 
 int sg_reflect_add(sg_reflector *r, const char *value, size_t value_len, const char *token,
@@ -75,7 +77,7 @@ static int scan(sg_reflector *r, size_t limit) {
         out(r, r->needles[k].token, r->needles[k].token_len) != 0)
       return r->err;
     if (r->hit != NULL)
-      r->hit(r->arg, r->needles[k].tag);
+      r->hit(r->hit_arg, r->needles[k].tag);
     i += r->needles[k].value_len;
     run = i;
   }
@@ -122,7 +124,7 @@ void sg_reflect_reset(sg_reflector *r) {
     OPENSSL_cleanse(r->buf, r->cap);
     free(r->buf);
   }
-  sg_reflect_init(r, r->emit, r->hit, r->arg);
+  sg_reflect_init(r, r->emit, r->arg, r->hit, r->hit_arg);
 }
 
 typedef struct {
@@ -144,14 +146,11 @@ static int to_growbuf(void *arg, const char *data, size_t len) {
 char *sg_reflect_all(sg_reflector *r, const char *in, size_t len, size_t *out_len) {
   sg_reflector one;
   growbuf g = {sg_malloc(len + 1), 0, len + 1};
-  sg_reflect_init(&one, to_growbuf, r->hit, r->arg);
-  /* The hit callback gets |r|'s arg, but the output goes to |g|. */
-  one.arg = &g;
+  sg_reflect_init(&one, to_growbuf, &g, NULL, NULL);
   memcpy(one.needles, r->needles, sizeof(r->needles));
   one.n = r->n;
   one.longest = r->longest;
   memcpy(one.first, r->first, sizeof(one.first));
-  one.hit = NULL;
   sg_reflect_feed(&one, in, len);
   sg_reflect_finish(&one);
   /* Hits are reported against |r|'s callback once per value found. */
@@ -159,7 +158,7 @@ char *sg_reflect_all(sg_reflector *r, const char *in, size_t len, size_t *out_le
     for (size_t k = 0; k < r->n; k++)
       if (len >= r->needles[k].value_len &&
           memmem(in, len, r->needles[k].value, r->needles[k].value_len) != NULL)
-        r->hit(r->arg, r->needles[k].tag);
+        r->hit(r->hit_arg, r->needles[k].tag);
   sg_reflect_reset(&one);
   g.p[g.len] = '\0';
   *out_len = g.len;

@@ -27,7 +27,7 @@ typedef void (*sg_reflect_hit)(void *arg, void *tag);
 typedef struct sg_reflector {
   sg_reflect_emit emit;
   sg_reflect_hit hit;
-  void *arg;
+  void *arg, *hit_arg;
   struct {
     const char *value, *token;
     size_t value_len, token_len;
@@ -40,8 +40,9 @@ typedef struct sg_reflector {
   int err;
 } sg_reflector;
 
-/* Sets up |r| with no values; |emit| and |hit| (may be NULL) get |arg|. */
-void sg_reflect_init(sg_reflector *r, sg_reflect_emit emit, sg_reflect_hit hit, void *arg);
+/* Sets up |r| with no values; |emit| gets |arg|, |hit| (may be NULL) gets |hit_arg|. */
+void sg_reflect_init(sg_reflector *r, sg_reflect_emit emit, void *arg, sg_reflect_hit hit,
+                     void *hit_arg);
 
 /* Looks for |value| and puts |token| in its place. Both must stay valid while |r| is used.
  * Returns 0; 1 if the value is too short to look for (nothing added); -1 if |r| is full. */
