@@ -23,6 +23,7 @@
 #include "net/listener.h"
 #include "policy/host.h"
 #include "proxy/addr.h"
+#include "proxy/h2.h"
 #include "db/audit_writer.h"
 #include "proxy/http1.h"
 #include "proxy/leaf.h"
@@ -84,6 +85,9 @@ typedef struct pconn {
   int sni_state;            /* 0 none, 1 matches the CONNECT host, -1 differs */
   struct ticket *resolving; /* a DNS answer on its way */
   int up_ready;             /* |up| connected and idle or busy with this request */
+  int up_h2;                /* upstream chose h2 */
+  int up_h1_only;           /* the sandbox chose HTTP/1.1: connect upstream offering only that */
+  sg_h2_tunnel *h2;         /* both sides chose h2: the tunnel's streams are its business */
 
   /* The request at hand. */
   char *head;       /* a copy of its head; |req| points into it */
@@ -182,6 +186,21 @@ static void audit(pconn *pc, const sg_view_secret *s, sg_audit_decision d, const
   sg_subst_audit_event(&pc->rq, s, d, reason);
 }
 
+/* Ends the connection once what is queued for the client has been sent (on_client_write). */
+static void close_after_flush(pconn *pc) {
+  if (pc->up != NULL) {
+    bufferevent_free(pc->up);
+    pc->up = NULL;
+    pc->up_ready = 0;
+  }
+  pc->state = P_CLOSING;
+  bufferevent_disable(pc->cli, EV_READ);
+  bufferevent_setwatermark(pc->cli, EV_WRITE, 0, 0);
+  bufferevent_setcb(pc->cli, NULL, on_client_write, on_client_event, pc);
+  bufferevent_enable(pc->cli, EV_WRITE);
+  on_client_write(pc->cli, pc);
+}
+
 /* Answers the client with |status| and a short plain-text body, then closes the connection:
  * after an error the proxy cannot tell where the client's next request would start. */
 static void fail(pconn *pc, int status, const char *why) {
@@ -200,20 +219,14 @@ static void fail(pconn *pc, int status, const char *why) {
                       "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n"
                       "Connection: close\r\n\r\n%s\n",
                       strlen(why) + 1, why);
-  pc->state = P_CLOSING;
-  if (pc->up != NULL) {
-    bufferevent_free(pc->up);
-    pc->up = NULL;
-  }
-  bufferevent_disable(pc->cli, EV_READ);
-  bufferevent_setwatermark(pc->cli, EV_WRITE, 0, 0);
-  bufferevent_setcb(pc->cli, NULL, on_client_write, on_client_event, pc);
-  bufferevent_enable(pc->cli, EV_WRITE);
+  close_after_flush(pc);
 }
 
 /* --- Connection life ------------------------------------------------------------------- */
 
 static void pc_free(pconn *pc) {
+  if (pc->h2 != NULL)
+    sg_h2_tunnel_free(pc->h2);
   if (pc->state == P_AUTH && pc->sandbox_id[0])
     sg_view_cancel(pc->sandbox_id, pc);
   if (pc->resolving != NULL)
@@ -321,6 +334,38 @@ static void relay(struct bufferevent *src, struct bufferevent *dst, struct evbuf
     bufferevent_disable(src, EV_READ);
 }
 
+static void h2_closed(void *arg) {
+  pconn *pc = arg;
+  pc->h2 = NULL;
+  pc_free(pc);
+}
+
+/* Hands both connections to an HTTP/2 tunnel (proxy/h2.h). */
+static void start_h2(pconn *pc) {
+  sg_h2_tunnel_options o = {
+      .cli = pc->cli,
+      .up = pc->up,
+      .view = pc->view,
+      .host = pc->target.host,
+      .port = pc->target.port,
+      .withhold = pc->sni_state == 1   ? NULL
+                  : pc->sni_state == 0 ? "no TLS SNI"
+                                       : "TLS SNI differs from the CONNECT host",
+      .peer = pc->peer,
+      .idle_timeout_ms = pc->px->opts->idle_timeout_ms,
+      .closed = h2_closed,
+      .arg = pc,
+  };
+  pc->h2 = sg_h2_tunnel_start(&o);
+  if (pc->h2 == NULL) {
+    pc_free(pc);
+    return;
+  }
+  pc->cli = pc->up = NULL;
+  pc->view = NULL; /* the reference went to the tunnel */
+  pc->state = P_PIPE;
+}
+
 static void on_client_event(struct bufferevent *bev, short what, void *arg) {
   (void)bev;
   pconn *pc = arg;
@@ -335,6 +380,22 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg) {
       pc->sni_state =
           sg_host_normalize(sni, strlen(sni), norm) == 0 && strcmp(norm, pc->target.host) == 0 ? 1
                                                                                                : -1;
+    const unsigned char *alpn = NULL;
+    unsigned int alpn_len = 0;
+    SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+    if (alpn_len == 2 && memcmp(alpn, "h2", 2) == 0 && pc->up != NULL && pc->up_h2) {
+      start_h2(pc);
+      return;
+    }
+    if (pc->up_h2 && pc->up != NULL) {
+      /* The sandbox speaks HTTP/1.1 to an upstream that chose h2: the next request connects
+       * again, offering HTTP/1.1 alone. */
+      bufferevent_free(pc->up);
+      pc->up = NULL;
+      pc->up_ready = 0;
+      pc->up_h2 = 0;
+      pc->up_h1_only = 1;
+    }
     pc->state = P_HEAD;
     pc->in_tunnel = 1;
     if (evbuffer_get_length(bufferevent_get_input(pc->cli)) > 0)
@@ -502,6 +563,12 @@ static void on_upstream_event(struct bufferevent *bev, short what, void *arg) {
   pconn *pc = arg;
   if (what & BEV_EVENT_CONNECTED) {
     pc->up_ready = 1;
+    if (pc->tunnel) {
+      const unsigned char *alpn = NULL;
+      unsigned int alpn_len = 0;
+      SSL_get0_alpn_selected(bufferevent_openssl_get_ssl(pc->up), &alpn, &alpn_len);
+      pc->up_h2 = alpn_len == 2 && memcmp(alpn, "h2", 2) == 0;
+    }
     bufferevent_enable(pc->up, EV_READ | EV_WRITE);
     if (pc->state != P_CONNECT)
       return;
@@ -522,16 +589,17 @@ static void on_upstream_event(struct bufferevent *bev, short what, void *arg) {
     struct evbuffer *in = bufferevent_get_input(pc->up);
     if (evbuffer_get_length(in) > 0)
       on_upstream_read(pc->up, pc);
-    bufferevent_free(pc->up);
-    pc->up = NULL;
-    pc->up_ready = 0;
     if (pc->redacting)
       sg_reflect_finish(&pc->rq.reflector);
     log_request(pc, pc->resp_status, NULL);
-    pc->state = P_CLOSING;
-    bufferevent_disable(pc->cli, EV_READ);
-    bufferevent_setcb(pc->cli, NULL, on_client_write, on_client_event, pc);
-    on_client_write(pc->cli, pc);
+    close_after_flush(pc);
+    return;
+  }
+  if (pc->state == P_PIPE && (what & BEV_EVENT_EOF)) {
+    /* Upstream ended an upgraded connection: what it sent last still reaches the client. */
+    struct evbuffer *in = bufferevent_get_input(pc->up);
+    evbuffer_add_buffer(bufferevent_get_output(pc->cli), in);
+    close_after_flush(pc);
     return;
   }
   if (pc->state == P_PIPE || pc->state == P_RESPONSE || pc->state == P_BODY_CHUNK ||
@@ -565,6 +633,9 @@ static void connect_upstream(pconn *pc) {
     }
     /* Verify the certificate for the CONNECT host: never an empty name (OpenSSL would skip
      * the check), the IP itself for an IP literal, and SNI only for names (RFC 6066). */
+    static const unsigned char h1[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    if (pc->up_h1_only)
+      SSL_set_alpn_protos(ssl, h1, sizeof(h1));
     X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
     X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     int ok = pc->target.host[0] != '\0' &&
@@ -607,6 +678,8 @@ static void start_client_tls(pconn *pc) {
     return;
   }
   SSL *ssl = SSL_new(pc->px->sandbox_tls);
+  if (ssl != NULL)
+    SSL_set_app_data(ssl, pc); /* alpn_select offers h2 only if upstream chose it */
   char err[160];
   if (ssl == NULL ||
       sg_leaf_cache_use(pc->px->leaves, pc->target.host, ssl, err, sizeof(err)) != 0) {
@@ -874,11 +947,7 @@ static void end_response(pconn *pc) {
   pc->head = NULL;
   pc->started_ns = 0;
   if (pc->client_close) {
-    pc->state = P_CLOSING;
-    bufferevent_disable(pc->cli, EV_READ);
-    bufferevent_setwatermark(pc->cli, EV_WRITE, 0, 0);
-    bufferevent_setcb(pc->cli, NULL, on_client_write, on_client_event, pc);
-    on_client_write(pc->cli, pc);
+    close_after_flush(pc);
     return;
   }
   pc->state = P_HEAD;
@@ -1320,12 +1389,16 @@ static void process_head(pconn *pc) {
 
 /* --- Set-up ---------------------------------------------------------------------------- */
 
+/* The sandbox gets h2 only where upstream chose it: each side of the tunnel then speaks the
+ * same protocol, and no request is translated. */
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                        const unsigned char *in, unsigned int inlen, void *arg) {
-  (void)ssl;
   (void)arg;
-  static const unsigned char protos[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
-  if (SSL_select_next_proto((unsigned char **)out, outlen, protos, sizeof(protos), in, inlen) !=
+  pconn *pc = SSL_get_app_data(ssl);
+  static const unsigned char both[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  const unsigned char *protos = pc != NULL && pc->up_h2 ? both : both + 3;
+  unsigned int plen = pc != NULL && pc->up_h2 ? sizeof(both) : sizeof(both) - 3;
+  if (SSL_select_next_proto((unsigned char **)out, outlen, protos, plen, in, inlen) !=
       OPENSSL_NPN_NEGOTIATED)
     return SSL_TLSEXT_ERR_NOACK;
   return SSL_TLSEXT_ERR_OK;
@@ -1347,8 +1420,8 @@ sg_proxy *sg_proxy_new(const sg_proxy_options *opts, char *err, size_t errlen) {
   SSL_CTX_set_min_proto_version(px->upstream_tls, TLS1_2_VERSION);
   SSL_CTX_set_verify(px->upstream_tls, SSL_VERIFY_PEER, NULL);
   SSL_CTX_set_mode(px->upstream_tls, SSL_MODE_RELEASE_BUFFERS);
-  static const unsigned char h1[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
-  SSL_CTX_set_alpn_protos(px->upstream_tls, h1, sizeof(h1));
+  static const unsigned char both[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  SSL_CTX_set_alpn_protos(px->upstream_tls, both, sizeof(both));
   if (SSL_CTX_set_default_verify_paths(px->upstream_tls) != 1) {
     snprintf(err, errlen, "cannot load the system's trusted certificates");
     sg_proxy_free(px);
