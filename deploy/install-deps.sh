@@ -13,9 +13,9 @@ build=(build-essential pkg-config meson ninja-build
 # deploy/pg-local.sh; no system cluster is created (see below).
 run=("${build[@]}" postgresql-15 openssl)
 # libgrpc++-dev and g++: tests/client builds the grpc C++ health server of tests/bench as a peer
-# for the C client library.
+# for the C client library. python3-h2: the HTTP/2 upstream of the proxy suite (tests/e2e).
 test=("${run[@]}" libcriterion-dev python3 python3-grpcio python3-protobuf python3-cryptography
-      protobuf-compiler-grpc libgrpc++-dev g++ curl procps)
+      python3-h2 protobuf-compiler-grpc libgrpc++-dev g++ curl procps)
 # Node and npm for the Node interop client (tests/interop/node), unless a node with its own npm
 # is there already (NodeSource's nodejs bundles npm and conflicts with Debian's npm package).
 command -v npm >/dev/null || test+=(nodejs npm)

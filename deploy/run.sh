@@ -51,7 +51,7 @@ MSG
 fi
 
 "$sealgate" serve --db "$db" --root-key-file "$data/root.key" --data-dir "$data/node" \
-  --local-runtime "$@" &
+  --local-runtime --proxy-listen 127.0.0.1:3128 "$@" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true' INT TERM
 set +e

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/log.h"
 #include "core/mem.h"
 #include "policy/host.h"
 
@@ -138,7 +139,11 @@ int sg_leaf_cache_use(sg_leaf_cache *c, const char *host, SSL *ssl, char *err, s
   X509 *cert = sg_ca_mint_leaf(c->ca, host, &key, err, errlen);
   if (cert == NULL)
     return -1;
-  atomic_fetch_add(&c->minted, 1);
+  uint64_t minted = atomic_fetch_add(&c->minted, 1) + 1;
+  sg_log_begin(SG_LOG_INFO, "proxy_leaf_minted");
+  sg_log_cstr("host", host);
+  sg_log_int("minted", (int64_t)minted);
+  sg_log_end();
   e = sg_calloc(1, sizeof(*e));
   snprintf(e->host, sizeof(e->host), "%s", host);
   e->cert = cert;

@@ -222,11 +222,130 @@ static void fail(pconn *pc, int status, const char *why) {
   close_after_flush(pc);
 }
 
+/* --- The pool of idle upstream connections ---------------------------------------------- */
+
+/* When a sandbox's connection ends while its upstream connection is idle and reusable, that
+ * connection waits here (per loop) for the next tunnel of the same organization to the same
+ * host, port and address, which then skips the TCP and TLS handshakes upstream. Only HTTP/1.1
+ * connections are kept; one that upstream closes, or that sends anything, while it waits is
+ * dropped. */
+#define POOL_MAX     256
+#define POOL_IDLE_NS (30LL * 1000000000)
+
+typedef struct pooled {
+  struct bufferevent *bev;
+  char key[SG_UUID_LEN + SG_HOST_MAX + 64];
+  struct sockaddr_storage addr;
+  int64_t parked_ns;
+  struct pooled *prev, *next;
+} pooled;
+
+static __thread pooled *pool_head; /* most recently parked first */
+static __thread size_t pool_count;
+
+static void pool_remove(pooled *p) {
+  if (p->prev)
+    p->prev->next = p->next;
+  else
+    pool_head = p->next;
+  if (p->next)
+    p->next->prev = p->prev;
+  pool_count--;
+  bufferevent_free(p->bev);
+  free(p);
+}
+
+static void on_pooled_read(struct bufferevent *bev, void *arg) {
+  (void)bev;
+  pool_remove(arg); /* an idle connection has nothing to say: it is not reusable */
+}
+
+static void on_pooled_event(struct bufferevent *bev, short what, void *arg) {
+  (void)bev;
+  (void)what;
+  pool_remove(arg);
+}
+
+static void pool_key(const pconn *pc, char *key, size_t cap) {
+  snprintf(key, cap, "%s|%s|%u|%d|%d", pc->view != NULL ? pc->view->org_id : "", pc->target.host,
+           (unsigned)pc->target.port, pc->tunnel, pc->up_h1_only);
+}
+
+static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {
+  if (a->ss_family != b->ss_family)
+    return 0;
+  size_t len = a->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  return memcmp(a, b, len) == 0;
+}
+
+/* Keeps |pc|'s upstream connection if it is idle and reusable; takes it from |pc| then. */
+static void pool_park(pconn *pc) {
+  if (pc->up == NULL || !pc->up_ready || pc->up_h2 || pc->view == NULL || pc->state != P_HEAD ||
+      evbuffer_get_length(bufferevent_get_input(pc->up)) != 0 ||
+      evbuffer_get_length(bufferevent_get_output(pc->up)) != 0)
+    return;
+  while (pool_count >= POOL_MAX) {
+    pooled *last = pool_head;
+    while (last->next != NULL)
+      last = last->next;
+    pool_remove(last);
+  }
+  pooled *p = sg_calloc(1, sizeof(*p));
+  p->bev = pc->up;
+  pool_key(pc, p->key, sizeof(p->key));
+  p->addr = pc->addr;
+  p->parked_ns = sg_now_ns();
+  p->next = pool_head;
+  if (pool_head)
+    pool_head->prev = p;
+  pool_head = p;
+  pool_count++;
+  pc->up = NULL;
+  pc->up_ready = 0;
+  bufferevent_set_timeouts(p->bev, NULL, NULL);
+  bufferevent_setcb(p->bev, on_pooled_read, NULL, on_pooled_event, p);
+  bufferevent_enable(p->bev, EV_READ);
+}
+
+/* An idle connection for |pc|'s destination, or NULL. */
+static struct bufferevent *pool_take(pconn *pc) {
+  char key[sizeof(((pooled *)0)->key)];
+  pool_key(pc, key, sizeof(key));
+  int64_t now = sg_now_ns();
+  for (pooled *p = pool_head, *next; p != NULL; p = next) {
+    next = p->next;
+    if (now - p->parked_ns > POOL_IDLE_NS) {
+      pool_remove(p);
+      continue;
+    }
+    if (strcmp(p->key, key) != 0 || !same_addr(&p->addr, &pc->addr))
+      continue;
+    struct bufferevent *bev = p->bev;
+    p->bev = NULL;
+    if (p->prev)
+      p->prev->next = p->next;
+    else
+      pool_head = p->next;
+    if (p->next)
+      p->next->prev = p->prev;
+    pool_count--;
+    free(p);
+    return bev;
+  }
+  return NULL;
+}
+
+static void pool_drop_all(void) {
+  while (pool_head != NULL)
+    pool_remove(pool_head);
+}
+
 /* --- Connection life ------------------------------------------------------------------- */
 
 static void pc_free(pconn *pc) {
   if (pc->h2 != NULL)
     sg_h2_tunnel_free(pc->h2);
+  pool_park(pc);
   if (pc->state == P_AUTH && pc->sandbox_id[0])
     sg_view_cancel(pc->sandbox_id, pc);
   if (pc->resolving != NULL)
@@ -278,8 +397,11 @@ void sg_proxy_conn_start(sg_proxy *px, int fd, const char *peer) {
 }
 
 void sg_proxy_close_all(void) {
-  while (conns != NULL)
+  while (conns != NULL) {
+    conns->state = P_CLOSING; /* nothing goes to the pool now */
     pc_free(conns);
+  }
+  pool_drop_all();
   sg_view_cache_drop();
 }
 
@@ -558,6 +680,9 @@ static void upstream_failed(pconn *pc) {
 
 static void start_client_tls(pconn *pc);
 
+static int relay_response_body(pconn *pc);
+static void end_response(pconn *pc);
+
 static void on_upstream_event(struct bufferevent *bev, short what, void *arg) {
   (void)bev;
   pconn *pc = arg;
@@ -585,14 +710,18 @@ static void on_upstream_event(struct bufferevent *bev, short what, void *arg) {
   }
   if (pc->state == P_RESPONSE && (what & BEV_EVENT_EOF) && pc->rin == R_CLOSE &&
       pc->resp_head_done) {
-    /* A close-delimited body ended: send what is left, then close. */
-    struct evbuffer *in = bufferevent_get_input(pc->up);
-    if (evbuffer_get_length(in) > 0)
-      on_upstream_read(pc->up, pc);
+    /* A close-delimited body ended: send what is left; a body we re-chunked gets its last
+     * chunk, and the client's connection may then go on. */
+    if (evbuffer_get_length(bufferevent_get_input(pc->up)) > 0)
+      relay_response_body(pc);
+    bufferevent_free(pc->up);
+    pc->up = NULL;
+    pc->up_ready = 0;
     if (pc->redacting)
       sg_reflect_finish(&pc->rq.reflector);
-    log_request(pc, pc->resp_status, NULL);
-    close_after_flush(pc);
+    if (pc->rechunk)
+      evbuffer_add(bufferevent_get_output(pc->cli), SG_H1_LAST_CHUNK, SG_H1_LAST_CHUNK_LEN);
+    end_response(pc);
     return;
   }
   if (pc->state == P_PIPE && (what & BEV_EVENT_EOF)) {
@@ -624,7 +753,18 @@ static void connect_upstream(pconn *pc) {
     bufferevent_free(pc->up);
     pc->up = NULL;
   }
-  struct bufferevent *up;
+  struct bufferevent *up = pool_take(pc);
+  if (up != NULL) {
+    pc->up = up;
+    bufferevent_setcb(up, on_upstream_read, on_upstream_write, on_upstream_event, pc);
+    int64_t t = pc->px->opts->upstream_timeout_ms;
+    struct timeval tv = {(time_t)(t / 1000), (suseconds_t)(t % 1000) * 1000};
+    bufferevent_set_timeouts(up, &tv, &tv);
+    bufferevent_setwatermark(up, EV_WRITE, PIPE_LOW, 0);
+    bufferevent_setwatermark(up, EV_READ, 0, PIPE_HIGH);
+    on_upstream_event(up, BEV_EVENT_CONNECTED, pc);
+    return;
+  }
   if (pc->tunnel) {
     SSL *ssl = SSL_new(pc->px->upstream_tls);
     if (ssl == NULL) {
@@ -649,6 +789,8 @@ static void connect_upstream(pconn *pc) {
     }
     up = bufferevent_openssl_socket_new(pc->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
                                         BEV_OPT_CLOSE_ON_FREE);
+    if (up != NULL)
+      bufferevent_openssl_set_allow_dirty_shutdown(up, 1);
   } else {
     up = bufferevent_socket_new(pc->base, -1, BEV_OPT_CLOSE_ON_FREE);
   }
@@ -709,6 +851,7 @@ static void start_client_tls(pconn *pc) {
     pc_free(pc);
     return;
   }
+  bufferevent_openssl_set_allow_dirty_shutdown(pc->cli, 1);
   int64_t idle = pc->px->opts->idle_timeout_ms;
   struct timeval tv = {(time_t)(idle / 1000), (suseconds_t)(idle % 1000) * 1000};
   bufferevent_set_timeouts(pc->cli, idle > 0 ? &tv : NULL, NULL);
@@ -1415,6 +1558,11 @@ sg_proxy *sg_proxy_new(const sg_proxy_options *opts, char *err, size_t errlen) {
     return NULL;
   }
   SSL_CTX_set_min_proto_version(px->sandbox_tls, TLS1_2_VERSION);
+  /* Many servers (and clients) close TCP without TLS close_notify; a close-delimited body or
+   * an upgraded connection then ends there, as it would for a client talking to them
+   * directly. */
+  SSL_CTX_set_options(px->sandbox_tls, SSL_OP_IGNORE_UNEXPECTED_EOF);
+  SSL_CTX_set_options(px->upstream_tls, SSL_OP_IGNORE_UNEXPECTED_EOF);
   SSL_CTX_set_alpn_select_cb(px->sandbox_tls, alpn_select, NULL);
   SSL_CTX_set_mode(px->sandbox_tls, SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_min_proto_version(px->upstream_tls, TLS1_2_VERSION);

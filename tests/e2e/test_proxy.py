@@ -2,10 +2,10 @@
 as real clients see it: curl, Python's urllib, Node (when installed), and raw sockets for what no
 well-behaved client sends.
 
-The upstreams are the TLS and cleartext echo servers of upstream.py, running in this process on
-127.0.0.1; the proxy reaches them through --proxy-resolve (every test host name maps to
-127.0.0.1), --proxy-allow-cidr 127.0.0.0/8, --proxy-allow-port (their kernel-chosen ports) and
---upstream-ca (their CA). What an upstream received is read from its records (substitution is
+The upstreams are the TLS and cleartext echo servers of upstream.py (HTTP/1.1, HTTP/2 and
+gRPC), running in this process on 127.0.0.1; the proxy reaches them through --proxy-resolve
+(every test host name maps to 127.0.0.1), --proxy-allow-cidr 127.0.0.0/8, --proxy-allow-port
+(their kernel-chosen ports) and --upstream-ca (their CA). What an upstream received is read from its records (substitution is
 checked there, never in the echo the client gets back, which the proxy redacts). A second server
 without --proxy-allow-cidr checks the SSRF table.
 
@@ -21,6 +21,11 @@ without --proxy-allow-cidr checks the SSRF table.
   6. Proxy authentication (407).
   7. Egress policy: ports (403), the layered allowlist (403, audited), the SSRF table (403).
   8. Audit events, use_count and last_used_at.
+  9. Other protocols: a WebSocket upgrade (handshake substituted and redacted, then frames
+     both ways), HTTP/2 (ALPN mirrored: h2 to an h2 upstream, HTTP/1.1 to an HTTP/1.1 one;
+     headers, :path query and bodies substituted, responses redacted) and gRPC through grpcio's
+     own proxy support (metadata substituted, messages untouched, headers and trailers
+     redacted).
 
 Every test makes uniquely named stores and sends its requests to unique paths, so the tests do
 not depend on each other's order. At the end of the module the servers' logs are searched for
@@ -375,8 +380,8 @@ class Conn:
         return out
 
     def read_response(self, method="GET", stage="request"):
-        """The next response (1xx skipped); the body framed by Content-Length, chunked, or the
-        connection's end."""
+        """The next response (1xx but 101 skipped); the body framed by Content-Length, chunked,
+        or the connection's end (101: none, what follows is the upgraded protocol's)."""
         while True:
             head = self._until(b"\r\n\r\n").decode("latin-1")
             lines = head.split("\r\n")
@@ -386,13 +391,13 @@ class Conn:
             status = int(m.group(1))
             headers = [(n.strip(), v.strip()) for n, _, v in
                        (line.partition(":") for line in lines[1:])]
-            if 100 <= status < 200:
+            if 100 <= status < 200 and status != 101:
                 continue
             break
         r = Response(status, m.group(2), headers, b"", stage)
         te = (r.header("transfer-encoding") or "").lower()
         if (method == "CONNECT" and 200 <= status < 300) or method == "HEAD" or \
-                status in (204, 304):
+                status in (101, 204, 304):
             return r
         if "chunked" in te:
             body = []
@@ -425,6 +430,17 @@ class Conn:
         except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError):
             pass
         return self.read_response(method)
+
+    def ws_send(self, opcode, payload):
+        """One masked WebSocket frame."""
+        self.send(upstream.ws_frame(opcode, payload))
+
+    def ws_recv(self):
+        """(opcode, payload) of the next WebSocket frame, which must be final and unmasked."""
+        fin, opcode, masked, payload = upstream.read_ws_frame(self._exactly)
+        if not fin or masked:
+            raise AssertionError("frame fin=%s masked=%s opcode %d" % (fin, masked, opcode))
+        return opcode, payload
 
     def closed_by_peer(self, timeout=2.0):
         """True if the peer ends the connection within `timeout` without sending anything."""
@@ -1027,6 +1043,17 @@ class RedactionTest(SubstitutionBase):
         self.assertNotIn(value, r.raw_text())
         self.wait_audit(sandbox.id, decision="redacted", secret_name="KEY")
 
+    def test_a_close_delimited_response_ends_at_upstreams_close_even_without_close_notify(
+            self):
+        """A response with neither Content-Length nor chunking, its end the upstream closing TCP
+        without TLS close_notify (as many servers do): the client gets all of it, redacted."""
+        sandbox, value, token, _ = self.one_secret_sandbox()
+        path = "/close-delimited" + self.path()
+        r = self.assertOk(https(sandbox, ANTHROPIC, path, headers=[("X-Api-Key", token)]))
+        self.assertEqual(self.only_request(UP.main, path).header("x-api-key"), value)
+        self.assertEqual(header_values(r.json()["headers"], "x-api-key"), [token])
+        self.assertNotIn(value, r.raw_text())
+
     def test_a_value_in_a_chunked_response_is_redacted_across_chunk_boundaries(self):
         # Stricter reading: "identity-encoded" is about Content-Encoding, so a chunked
         # (transfer-coded, identity content) body is redacted too, even when 16-byte chunks
@@ -1379,6 +1406,199 @@ class AuditTest(SubstitutionBase):
         used = datetime.datetime.strptime(entry.last_used_at[:19], "%Y-%m-%dT%H:%M:%S")
         now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
         self.assertLess(abs((now - used).total_seconds()), 120)
+
+
+
+# ----------------------------------------------------------------------------------------------
+# 9. WebSocket, HTTP/2 and gRPC
+
+H2_HOST = "h2.test"
+GRPC_HOST = "grpc.test"
+
+
+class WebSocketTest(SubstitutionBase):
+
+    def upgrade(self, sandbox, path, headers=()):
+        """A tunnel to the main upstream and a WebSocket handshake on it: (Conn, the 101's
+        Response, the key sent). The caller closes the Conn."""
+        key = base64.b64encode(os.urandom(16)).decode()
+        conn, r = open_tunnel(sandbox, ANTHROPIC, UP.main.port)
+        try:
+            self.assertEqual(r.status, 200, r)
+            conn.send(build_request("GET", path, [
+                ("Host", authority(ANTHROPIC, UP.main.port)), ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"), ("Sec-WebSocket-Key", key),
+                ("Sec-WebSocket-Version", "13")] + list(headers)))
+            r = conn.read_response()
+            self.assertEqual(r.status, 101, r)
+            self.assertEqual(r.header("sec-websocket-accept"), upstream.websocket_accept(key))
+            self.assertEqual((r.header("upgrade") or "").lower(), "websocket")
+            return conn, r, key
+        except BaseException:
+            conn.close()
+            raise
+
+    def test_a_websocket_handshake_is_substituted_and_its_frames_echo_both_ways(self):
+        """GET with Upgrade: websocket carrying the token in Authorization, in
+        Sec-WebSocket-Protocol and in the query: upstream gets the value in each; the 101 comes
+        back with the Sec-WebSocket-Accept of the client's key and the protocol upstream chose
+        (the value, echoed) redacted to the token; then frames echo both ways, before and after a
+        pause, and the close handshake completes (upstream ending TLS with close_notify)."""
+        sandbox, value, token, _ = self.one_secret_sandbox()
+        path = self.path("ws")
+        conn, r, key = self.upgrade(sandbox, "%s?key=%s" % (path, token), [
+            ("Sec-WebSocket-Protocol", token), ("Authorization", "Bearer " + token)])
+        with conn:
+            self.assertEqual(r.header("sec-websocket-protocol"), token)
+            self.assertNotIn(value, r.raw_text())
+            got = self.only_request(UP.main, path)
+            self.assertEqual(got.header("authorization"), "Bearer " + value)
+            self.assertEqual(got.header("sec-websocket-protocol"), value)
+            self.assertEqual(got.query, "key=" + value)
+            self.assertEqual(got.header("sec-websocket-key"), key)
+            self.assertEqual(got.header_values("proxy-authorization"), [])
+            # 7-bit, 16-bit and 64-bit lengths; a binary frame with every byte value.
+            sent = [(upstream.WS_TEXT, b"hello"), (upstream.WS_TEXT, b"x" * 300),
+                    (upstream.WS_BINARY, bytes(range(256)) * 300)]
+            for opcode, payload in sent:
+                conn.ws_send(opcode, payload)
+                self.assertEqual(conn.ws_recv(), (opcode, payload))
+            time.sleep(2 * QUIET_S)
+            conn.ws_send(upstream.WS_PING, b"still there?")
+            self.assertEqual(conn.ws_recv(), (upstream.WS_PONG, b"still there?"))
+            conn.ws_send(upstream.WS_TEXT, b"after the pause")
+            self.assertEqual(conn.ws_recv(), (upstream.WS_TEXT, b"after the pause"))
+            conn.ws_send(upstream.WS_CLOSE, (1000).to_bytes(2, "big"))
+            self.assertEqual(conn.ws_recv(), (upstream.WS_CLOSE, (1000).to_bytes(2, "big")))
+        self.assertEqual(got.frames, sent + [
+            (upstream.WS_PING, b"still there?"), (upstream.WS_TEXT, b"after the pause"),
+            (upstream.WS_CLOSE, (1000).to_bytes(2, "big"))])
+
+    def test_the_last_frames_of_an_upstream_that_closes_without_close_notify_reach_the_client(
+            self):
+        """Upstream answers the close frame and closes TCP at once, without TLS close_notify
+        (as many servers do): the close frame it sent first still reaches the client. Ten
+        rounds, since a proxy that drops it may do so only when the close wins a race."""
+        sandbox, _, _, _ = self.one_secret_sandbox()
+        for attempt in range(10):
+            with self.subTest(attempt=attempt):
+                conn, _, _ = self.upgrade(sandbox, self.path("ws-abrupt"))
+                with conn:
+                    conn.ws_send(upstream.WS_TEXT, b"bye")
+                    self.assertEqual(conn.ws_recv(), (upstream.WS_TEXT, b"bye"))
+                    conn.ws_send(upstream.WS_CLOSE, (1000).to_bytes(2, "big"))
+                    self.assertEqual(conn.ws_recv(),
+                                     (upstream.WS_CLOSE, (1000).to_bytes(2, "big")))
+
+
+class Http2Test(SubstitutionBase):
+
+    def curl(self, sandbox, url, *args):
+        """curl --http2 through the sandbox's proxy: (HTTP version, response headers
+        [(name, value)], body text)."""
+        tmp = tempfile.mkdtemp(prefix="sealgate-e2e-curl-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        head, body = os.path.join(tmp, "head"), os.path.join(tmp, "body")
+        p = subprocess.run(["curl", "-sS", "--max-time", "10", "--http2", "--proxy",
+                            sandbox.proxy.url, "--cacert", ca_file(self, sandbox),
+                            "-D", head, "-o", body, "-w", "%{http_version}"] + list(args) +
+                           [url], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(head, encoding="latin-1") as f:
+            blocks = f.read().strip().split("\n\n")   # the CONNECT's answer, then the response's
+        headers = [(n.strip(), v.strip()) for n, sep, v in
+                   (line.partition(":") for line in blocks[-1].splitlines()[1:]) if sep]
+        with open(body, encoding="latin-1") as f:
+            return p.stdout.strip(), headers, f.read()
+
+    def test_an_h2_upstream_is_reached_over_h2_with_headers_and_query_substituted(self):
+        """curl --http2 to an h2-only upstream: both sides speak HTTP/2; x-api-key and the
+        :path query reach upstream with the value; the echo (a header and the body) comes back
+        with the token."""
+        sandbox, value, token, _ = self.one_secret_sandbox(allowlist=[H2_HOST])
+        path = "/reflect" + self.path("h2")
+        version, headers, body = self.curl(
+            sandbox, "https://%s:%d%s?h=x-api-key&key=%s" % (H2_HOST, UP.h2.port, path, token),
+            "-H", "x-api-key: " + token)
+        self.assertEqual(version, "2")
+        got = self.only_request(UP.h2, path)
+        self.assertEqual(got.version, "HTTP/2")
+        self.assertEqual(got.header("x-api-key"), value)
+        self.assertEqual(got.query, "h=x-api-key&key=" + value)
+        self.assertEqual(got.sni, H2_HOST)
+        self.assertEqual(got.header_values("proxy-authorization"), [])
+        self.assertEqual(header_values(headers, "x-reflected"), [token])
+        echo = json.loads(body)
+        self.assertEqual(echo["reflected"], token)
+        self.assertEqual(header_values(echo["headers"], "x-api-key"), [token])
+        self.assertNotIn(value, body)
+        self.assertNotIn(value, repr(headers))
+
+    def test_a_token_in_an_h2_request_body_is_replaced(self):
+        sandbox, value, token, _ = self.one_secret_sandbox(allowlist=[H2_HOST])
+        path = self.path("h2-body")
+        sent = json.dumps({"key": token, "again": token, "n": 1})
+        version, _, body = self.curl(sandbox, "https://%s:%d%s" % (H2_HOST, UP.h2.port, path),
+                                     "-H", "content-type: application/json",
+                                     "--data-binary", sent)
+        self.assertEqual(version, "2")
+        got = self.only_request(UP.h2, path)
+        want = sent.replace(token, value).encode()
+        self.assertEqual(got.body, want)
+        for length in got.header_values("content-length"):
+            self.assertEqual(length, str(len(want)))
+        self.assertEqual(json.loads(body)["body"], sent)
+
+    def test_an_http11_upstream_gets_http11_from_a_client_offering_h2(self):
+        """ALPN is mirrored: the main upstream selects http/1.1, so curl --http2 is answered
+        in HTTP/1.1 and substitution happens there as usual."""
+        sandbox, value, token, _ = self.one_secret_sandbox()
+        path = self.path("h1-fallback")
+        version, _, body = self.curl(sandbox, "https://%s:%d%s" % (ANTHROPIC, UP.main.port,
+                                                                    path),
+                                     "-H", "x-api-key: " + token)
+        self.assertEqual(version, "1.1")
+        got = self.only_request(UP.main, path)
+        self.assertEqual(got.version, "HTTP/1.1")
+        self.assertEqual(got.header("x-api-key"), value)
+        self.assertNotIn(value, body)
+
+
+class GrpcTest(SubstitutionBase):
+
+    def channel(self, sandbox):
+        """A grpcio channel to grpc.test through the sandbox's proxy (grpcio's own CONNECT
+        support, its Proxy-Authorization from the URL's userinfo), trusting the sandbox CA."""
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=sandbox.proxy.ca_cert_pem.encode())
+        channel = grpc.secure_channel("%s:%d" % (GRPC_HOST, UP.grpc.port), creds,
+                                      options=[("grpc.http_proxy", sandbox.proxy.url)])
+        self.addCleanup(channel.close)
+        return channel
+
+    def test_grpc_metadata_is_substituted_messages_untouched_and_trailers_redacted(self):
+        """Two unary calls on one channel, each with the token in x-api-key metadata and in the
+        request message: the server sees the value in the metadata and the message byte for
+        byte (a body substitution would break gRPC's length-prefixed framing); the value it
+        echoes in initial and trailing metadata comes back as the token."""
+        sandbox, value, token, _ = self.one_secret_sandbox(allowlist=[GRPC_HOST])
+        echo = self.channel(sandbox).unary_unary(upstream.GRPC_ECHO_METHOD)
+        for attempt in ("first", "second"):
+            with self.subTest(call=attempt):
+                tag = unique("grpc-" + attempt)
+                message = json.dumps({"tag": tag, "key": token}).encode()
+                reply, call = echo.with_call(message, timeout=IO_TIMEOUT_S, metadata=(
+                    ("x-api-key", token), ("x-tag", tag)))
+                got = UP.grpc.find("x-tag", tag)
+                self.assertEqual(len(got), 1, got)
+                self.assertEqual(got[0].value("x-api-key"), value)
+                self.assertEqual(got[0].message, message)
+                self.assertEqual(json.loads(reply)["message"], message.decode())
+                initial, trailing = call.initial_metadata(), call.trailing_metadata()
+                self.assertIn(("x-echo-header", token), initial)
+                self.assertIn(("x-echo-trailer", token), trailing)
+                self.assertNotIn(value, repr(initial) + repr(trailing))
+                self.assertEqual(got[0].values("proxy-authorization"), [])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Test upstreams for the egress proxy's end-to-end suite: small HTTP/1.1 echo servers running in
 threads of the test process, over TLS (certificates from throwaway CAs made with openssl) or in
-cleartext.
+cleartext; an HTTP/2 echo server (TLS, ALPN h2 only; python3-h2) and a gRPC echo server (grpcio).
 
 The servers are raw-socket servers rather than http.server ones, so that what they record is what
 arrived on the wire: the request line's target as written, every header line in order (repeats
@@ -13,9 +13,27 @@ Every request is answered with a JSON echo of itself (Content-Length framing, ke
                     X-Reflected and in the body's "reflected" field
   /chunked...       the echo sent as a chunked body, in 16-byte chunks
   /sink...          {"length": n, "sha256": hex} of the body, not the body itself (large bodies)
+  /close-delimited...  the echo with neither Content-Length nor chunking: the body ends where
+                    the server closes the connection (TCP only, no TLS close_notify)
+  GET with Upgrade: websocket (RFC 6455)
+                    101 with the right Sec-WebSocket-Accept (and the first protocol offered in
+                    Sec-WebSocket-Protocol, if any), then every frame is echoed back (unmasked;
+                    ping answered by pong, close by close, then TLS close_notify, or for
+                    /ws-abrupt… paths a TCP close alone); the frames received are recorded in
+                    the request's `frames`
+
+The HTTP/2 server (H2EchoServer) records the same Request objects (pseudo-headers included in
+`headers`, version "HTTP/2", request trailers in `trailers`) and answers every stream with the same
+JSON echo (/reflect?h=NAME as above). It speaks h2 only: a client that does not select h2 by ALPN
+is refused (recorded in `errors`, the connection closed without a byte read).
+
+The gRPC server (GrpcEchoServer) serves GRPC_ECHO_METHOD with raw bytes in and out: it records
+the metadata and message of each call (GrpcCall) and answers with a JSON echo of both, plus the
+value of its x-api-key metadata in the initial metadata key x-echo-header and in the trailing
+metadata key x-echo-trailer.
 
     pki = UpstreamPki(directory)            # CAs and certificates, made once
-    ups = Upstreams(pki).start()            # .main .untrusted .wrong_name .plain
+    ups = Upstreams(pki).start()            # .main .untrusted .wrong_name .plain .h2 .grpc
     ...
     ups.stop()
 
@@ -25,6 +43,8 @@ Every socket operation here has a timeout; stop() closes every socket and joins 
 (bounded).
 """
 
+import base64
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -34,6 +54,12 @@ import sys
 import threading
 import time
 import urllib.parse
+
+import grpc
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,6 +77,8 @@ CERT_NAMES = (
     "github.test",
     "other.test",
     "denied.test",
+    "h2.test",
+    "grpc.test",
 )
 WRONG_NAME = "wrong.test"
 
@@ -96,11 +124,12 @@ class UpstreamPki:
     def ca_file(self):
         return self.path("ca.pem")
 
-    def server_context(self, cert):
-        """An SSLContext serving NAME.pem/NAME.key."""
+    def server_context(self, cert, alpn=("http/1.1",)):
+        """An SSLContext serving NAME.pem/NAME.key, selecting a protocol of `alpn` (a client
+        offering none of them gets no ALPN answer)."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(self.path(cert + ".pem"), self.path(cert + ".key"))
-        ctx.set_alpn_protocols(["http/1.1"])
+        ctx.set_alpn_protocols(list(alpn))
         return ctx
 
 
@@ -120,6 +149,8 @@ class Request:
         self.chunked = chunked
         self.sni = sni
         self.connection = connection
+        self.trailers = []        # HTTP/2: request trailers, [(name, value)]
+        self.frames = []          # WebSocket: [(opcode, payload bytes)] as they arrived
 
     @property
     def path(self):
@@ -327,6 +358,9 @@ class EchoServer:
                 with self.lock:
                     self._requests.append(request)
                 sock.settimeout(IO_TIMEOUT_S)
+                if _is_websocket_upgrade(request):
+                    self._websocket(sock, reader, request)
+                    return
                 keep = self._respond(sock, request)
                 if not keep:
                     return
@@ -368,6 +402,11 @@ class EchoServer:
             head.append("Content-Length: %d" % len(body))
             sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
             return keep
+        if path.startswith("/close-delimited"):
+            # No framing: the body ends when the connection does, without TLS close_notify.
+            head = [h for h in head if h != "Connection: close"] + ["Connection: close"]
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+            return False
         if path.startswith("/chunked"):
             head.append("Transfer-Encoding: chunked")
             out = [("\r\n".join(head) + "\r\n\r\n").encode("latin-1")]
@@ -380,6 +419,100 @@ class EchoServer:
             head.append("Content-Length: %d" % len(body))
             sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         return keep
+
+
+    def _websocket(self, sock, reader, request):
+        """Answers the handshake with 101, then echoes frames until a close frame, the peer's
+        end, or IDLE_TIMEOUT_S without a frame."""
+        head = ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade",
+                "Sec-WebSocket-Accept: " + websocket_accept(request.header("sec-websocket-key"))]
+        offered = ",".join(request.header_values("sec-websocket-protocol"))
+        protocols = [p.strip() for p in offered.split(",") if p.strip()]
+        if protocols:
+            head.append("Sec-WebSocket-Protocol: " + protocols[0])
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        while not self._stopping:
+            try:
+                reader._fill_if_empty(IDLE_TIMEOUT_S)
+                fin, opcode, masked, payload = read_ws_frame(reader._exactly)
+            except _Closed:
+                return
+            with self.lock:
+                request.frames.append((opcode, payload))
+            if not masked:     # RFC 6455 §5.1: a server closes on an unmasked client frame
+                sock.sendall(ws_frame(WS_CLOSE, (1002).to_bytes(2, "big"), mask=False))
+                return
+            if opcode == WS_PING:
+                sock.sendall(ws_frame(WS_PONG, payload, mask=False))
+            elif opcode == WS_CLOSE:
+                # RFC 6455 §7.1.1: the server closes first. /ws-abrupt… closes TCP alone, as
+                # servers that skip TLS close_notify do; others end TLS cleanly first.
+                sock.sendall(ws_frame(WS_CLOSE, payload[:2], mask=False))
+                if not request.path.startswith("/ws-abrupt") and isinstance(sock, ssl.SSLSocket):
+                    sock.settimeout(1.0)
+                    try:
+                        sock.unwrap()
+                    except (OSError, ssl.SSLError, ValueError):
+                        pass
+                return
+            elif opcode != WS_PONG:
+                sock.sendall(ws_frame(opcode, payload, fin=fin, mask=False))
+
+
+def _is_websocket_upgrade(request):
+    return (request.method == "GET" and
+            "websocket" in ",".join(request.header_values("upgrade")).lower() and
+            request.header("sec-websocket-key") is not None)
+
+
+# --------------------------------------------------------------------------------------------
+# WebSocket framing (RFC 6455 §5), shared with the tests' client
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+WS_CONT, WS_TEXT, WS_BINARY, WS_CLOSE, WS_PING, WS_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def websocket_accept(key):
+    """The Sec-WebSocket-Accept for Sec-WebSocket-Key `key`."""
+    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode("ascii")).digest()).decode()
+
+
+def ws_frame(opcode, payload, fin=True, mask=True):
+    """One frame; a client's is masked with a random key."""
+    n = len(payload)
+    out = bytearray([(0x80 if fin else 0) | opcode])
+    bit = 0x80 if mask else 0
+    if n < 126:
+        out.append(bit | n)
+    elif n < 65536:
+        out.append(bit | 126)
+        out += n.to_bytes(2, "big")
+    else:
+        out.append(bit | 127)
+        out += n.to_bytes(8, "big")
+    if mask:
+        key = os.urandom(4)
+        out += key
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bytes(out) + payload
+
+
+def read_ws_frame(exactly):
+    """(fin, opcode, masked, payload unmasked) of the next frame; `exactly(n)` reads n bytes."""
+    b0, b1 = exactly(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(exactly(2), "big")
+    elif n == 127:
+        n = int.from_bytes(exactly(8), "big")
+    if n > MAX_BODY:
+        raise ValueError("WebSocket frame of %d bytes" % n)
+    masked = bool(b1 & 0x80)
+    key = exactly(4) if masked else None
+    payload = exactly(n)
+    if masked:
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bool(b0 & 0x80), b0 & 0x0F, masked, payload
 
 
 def _is_latin1(payload):
@@ -406,6 +539,10 @@ class _Reader:
         with self.server.lock:
             self.server.bytes_received += len(data)
         self.buf += data
+
+    def _fill_if_empty(self, timeout):
+        if not self.buf:
+            self._fill(timeout)
 
     def _until(self, marker, limit, timeout):
         while marker not in self.buf:
@@ -486,14 +623,232 @@ class _Reader:
 
 
 # --------------------------------------------------------------------------------------------
+# HTTP/2
+
+class H2EchoServer(EchoServer):
+    """The JSON echo over HTTP/2 (TLS, ALPN h2 only), with EchoServer's records and counters.
+    A connection that did not select h2 is closed without a read (its `errors` say why); one that
+    breaks the protocol is closed too (recorded the same way)."""
+
+    def _serve(self, raw, conn_id):
+        sock = raw
+        try:
+            raw.settimeout(HANDSHAKE_TIMEOUT_S)
+            sock = self.context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+            with self.lock:
+                self._socks.add(sock)
+            sock.do_handshake()
+            with self.lock:
+                self.handshakes += 1
+            alpn = sock.selected_alpn_protocol()
+            if alpn != "h2":
+                with self.lock:
+                    self.errors.append((conn_id, "ALPN %r, not h2" % alpn))
+                return
+            self._serve_h2(sock, conn_id, getattr(sock, "sealgate_sni", None))
+        except (OSError, ssl.SSLError, ValueError):
+            return
+        except h2.exceptions.ProtocolError as e:
+            with self.lock:
+                self.errors.append((conn_id, "HTTP/2 protocol error: %s" % e))
+        finally:
+            with self.lock:
+                self._socks.discard(raw)
+                self._socks.discard(sock)
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _serve_h2(self, sock, conn_id, sni):
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding=None))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        streams = {}     # stream id: Request being received
+        pending = {}     # stream id: response body bytes not yet sent (flow control)
+        while not self._stopping:
+            sock.settimeout(IDLE_TIMEOUT_S if not streams and not pending else IO_TIMEOUT_S)
+            data = sock.recv(65536)
+            if not data:
+                return
+            with self.lock:
+                self.bytes_received += len(data)
+            for event in conn.receive_data(data):
+                sid = getattr(event, "stream_id", None)
+                if isinstance(event, h2.events.RequestReceived):
+                    headers = [(n.decode("latin-1"), v.decode("latin-1"))
+                               for n, v in event.headers]
+                    pseudo = dict(headers)
+                    streams[sid] = Request(pseudo.get(":method", ""), pseudo.get(":path", ""),
+                                           "HTTP/2", headers, b"", False, sni, conn_id)
+                elif isinstance(event, h2.events.DataReceived):
+                    if sid in streams:
+                        streams[sid].body += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, sid)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    if sid in streams:
+                        streams[sid].trailers = [(n.decode("latin-1"), v.decode("latin-1"))
+                                                 for n, v in event.headers]
+                elif isinstance(event, h2.events.StreamEnded):
+                    request = streams.pop(sid, None)
+                    if request is not None:
+                        with self.lock:
+                            self._requests.append(request)
+                        pending[sid] = self._h2_respond(conn, sid, request)
+                elif isinstance(event, h2.events.StreamReset):
+                    streams.pop(sid, None)
+                    pending.pop(sid, None)
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    sock.sendall(conn.data_to_send())
+                    return
+            self._h2_flush(conn, pending)
+            out = conn.data_to_send()
+            if out:
+                sock.settimeout(IO_TIMEOUT_S)
+                sock.sendall(out)
+
+    def _h2_respond(self, conn, sid, request):
+        """Sends the response headers; returns the body, sent as the windows allow."""
+        payload = request.as_json()
+        payload["trailers"] = [[n, v] for n, v in request.trailers]
+        headers = [(":status", "200"), ("content-type", "application/json")]
+        if request.path == "/reflect" or request.path.startswith("/reflect/"):
+            names = urllib.parse.parse_qs(request.query).get("h", [])
+            value = ",".join(request.header_values(names[0])) if names else ""
+            payload["reflected"] = value
+            headers.append(("x-reflected", value))
+        body = json.dumps(payload).encode()
+        headers.append(("content-length", str(len(body))))
+        if request.method == "HEAD":
+            conn.send_headers(sid, headers, end_stream=True)
+            return b""
+        conn.send_headers(sid, headers)
+        return body
+
+    @staticmethod
+    def _h2_flush(conn, pending):
+        for sid in list(pending):
+            data = pending[sid]
+            try:
+                while data:
+                    n = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size,
+                            len(data))
+                    if n <= 0:
+                        break
+                    conn.send_data(sid, data[:n])
+                    data = data[n:]
+                if data:
+                    pending[sid] = data
+                    continue
+                conn.end_stream(sid)
+            except h2.exceptions.StreamClosedError:
+                pass
+            del pending[sid]
+
+
+# --------------------------------------------------------------------------------------------
+# gRPC
+
+GRPC_ECHO_SERVICE = "sealgate.e2e.Echo"
+GRPC_ECHO_METHOD = "/%s/Echo" % GRPC_ECHO_SERVICE
+
+
+class GrpcCall:
+    """One call as the gRPC server saw it: `metadata` [(key, value)] as grpcio gives it (its
+    own user-agent and the like included), `message` the request's bytes."""
+
+    def __init__(self, method, metadata, message, peer):
+        self.method = method
+        self.metadata = metadata
+        self.message = message
+        self.peer = peer
+
+    def values(self, key):
+        return [v for k, v in self.metadata if k == key.lower()]
+
+    def value(self, key):
+        values = self.values(key)
+        if len(values) > 1:
+            raise AssertionError("metadata %s repeated: %r" % (key, values))
+        return values[0] if values else None
+
+    def __repr__(self):
+        return "GrpcCall(%s from %s, %r, %d message bytes)" % (
+            self.method, self.peer, self.metadata, len(self.message))
+
+
+class GrpcEchoServer:
+    """A grpcio server on 127.0.0.1 (TLS with pki's server certificate) serving
+    GRPC_ECHO_METHOD: bytes in, JSON bytes out ({"metadata": [[k, v]...], "message": text}),
+    the request's x-api-key value back in initial metadata x-echo-header and trailing metadata
+    x-echo-trailer."""
+
+    name = "grpc"
+
+    def __init__(self, pki):
+        self.pki = pki
+        self.lock = threading.Lock()
+        self._calls = []
+        self._server = None
+        self.port = None
+
+    def start(self):
+        with open(self.pki.path("server.key"), "rb") as f:
+            key = f.read()
+        with open(self.pki.path("server.pem"), "rb") as f:
+            cert = f.read()
+        server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
+        handler = grpc.method_handlers_generic_handler(GRPC_ECHO_SERVICE, {
+            "Echo": grpc.unary_unary_rpc_method_handler(self._echo)})
+        server.add_generic_rpc_handlers((handler,))
+        self.port = server.add_secure_port("127.0.0.1:0",
+                                           grpc.ssl_server_credentials([(key, cert)]))
+        if not self.port:
+            raise RuntimeError("the gRPC upstream could not bind")
+        server.start()
+        self._server = server
+        return self
+
+    def stop(self):
+        if self._server is not None:
+            self._server.stop(None).wait(STOP_TIMEOUT_S)
+
+    def _echo(self, message, context):
+        metadata = [(k, v.decode("latin-1") if isinstance(v, bytes) else v)
+                    for k, v in context.invocation_metadata()]
+        call = GrpcCall(GRPC_ECHO_METHOD, metadata, message, context.peer())
+        with self.lock:
+            self._calls.append(call)
+        key = call.value("x-api-key") or ""
+        context.send_initial_metadata((("x-echo-header", key),))
+        context.set_trailing_metadata((("x-echo-trailer", key),))
+        return json.dumps({"metadata": metadata,
+                           "message": message.decode("latin-1")}).encode()
+
+    @property
+    def calls(self):
+        with self.lock:
+            return list(self._calls)
+
+    def find(self, key, value):
+        """The calls whose metadata `key` is `value`."""
+        return [c for c in self.calls if c.value(key) == value]
+
+
+# --------------------------------------------------------------------------------------------
 # The set a suite uses
 
 class Upstreams:
-    """The four servers of the proxy suite:
-      main        TLS, certificate from pki's CA for CERT_NAMES (the proxy trusts the CA)
+    """The servers of the proxy suite:
+      main        TLS, certificate from pki's CA for CERT_NAMES (the proxy trusts the CA);
+                  HTTP/1.1 only (ALPN http/1.1); WebSocket echo
       untrusted   TLS, certificate for the same names from a CA the proxy does not know
       wrong_name  TLS, certificate from the trusted CA for wrong.test only
       plain       cleartext HTTP
+      h2          TLS, main's certificate, HTTP/2 only (ALPN h2)
+      grpc        grpcio, TLS with main's certificate (ALPN h2, as grpcio does)
+    `all` is the EchoServers (every one but grpc), `ports` every port.
     """
 
     def __init__(self, pki):
@@ -502,19 +857,22 @@ class Upstreams:
         self.untrusted = EchoServer("untrusted", pki.server_context("untrusted"))
         self.wrong_name = EchoServer("wrong-name", pki.server_context("wrong-name"))
         self.plain = EchoServer("plain")
+        self.h2 = H2EchoServer("h2", pki.server_context("server", alpn=("h2",)))
+        self.grpc = GrpcEchoServer(pki)
 
     @property
     def all(self):
-        return (self.main, self.untrusted, self.wrong_name, self.plain)
+        return (self.main, self.untrusted, self.wrong_name, self.plain, self.h2)
 
     @property
     def ports(self):
-        return [s.port for s in self.all]
+        return [s.port for s in self.all] + [self.grpc.port]
 
     def start(self):
         try:
             for s in self.all:
                 s.start()
+            self.grpc.start()
         except Exception:
             self.stop()
             raise
@@ -524,6 +882,7 @@ class Upstreams:
         for s in self.all:
             if s._listener is not None:
                 s.stop()
+        self.grpc.stop()
 
 
 # --------------------------------------------------------------------------------------------
@@ -574,6 +933,10 @@ def self_check():
         rc, out, err = _curl("--cacert", pki.ca_file, *resolve, "--data-binary", "abc",
                              "https://api.anthropic.test:%d/sink" % m.port)
         assert rc == 0 and json.loads(out)["length"] == 3, (out, err)
+        rc, out, err = _curl("-i", "--cacert", pki.ca_file, *resolve,
+                             "https://api.anthropic.test:%d/close-delimited" % m.port)
+        assert rc == 0 and b"content-length" not in out.lower(), (out, err)
+        assert out.rstrip().endswith(b"}") and b'"target": "/close-delimited"' in out, out
 
         # A chunked request body, a token split across chunks, a pipelined request after it.
         ctx = ssl.create_default_context(cafile=pki.ca_file)
@@ -622,8 +985,80 @@ def self_check():
                              "http://127.0.0.1:%d/plain?x=y" % ups.plain.port)
         assert rc == 0 and json.loads(out)["target"] == "/plain?x=y", (out, err)
         assert ups.plain.find("/plain")[0].header("host") == "github.test"
-        print("upstream self-check: ok (main %d, untrusted %d, wrong-name %d, plain %d)" %
-              (m.port, ups.untrusted.port, ups.wrong_name.port, ups.plain.port))
+
+        # WebSocket: the handshake, frames of each length encoding, ping, close.
+        with socket.create_connection(("127.0.0.1", m.port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="github.test") as s:
+                key = base64.b64encode(os.urandom(16)).decode()
+                s.sendall(("GET /ws-check HTTP/1.1\r\nHost: github.test\r\n"
+                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                           "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+                           "Sec-WebSocket-Protocol: one, two\r\n\r\n" % key).encode())
+                buf = bytearray()
+
+                def exactly(n):
+                    while len(buf) < n:
+                        chunk = s.recv(65536)
+                        assert chunk, "WebSocket closed"
+                        buf.extend(chunk)
+                    out = bytes(buf[:n])
+                    del buf[:n]
+                    return out
+                while b"\r\n\r\n" not in buf:
+                    chunk = s.recv(65536)
+                    assert chunk, bytes(buf)
+                    buf.extend(chunk)
+                i = buf.index(b"\r\n\r\n")
+                head = bytes(buf[:i]).decode()
+                del buf[:i + 4]
+                assert head.startswith("HTTP/1.1 101 "), head
+                assert "Sec-WebSocket-Accept: %s" % websocket_accept(key) in head, head
+                assert "Sec-WebSocket-Protocol: one" in head, head
+                for payload in (b"hi", b"x" * 300, b"y" * 70000):
+                    s.sendall(ws_frame(WS_TEXT, payload))
+                    assert read_ws_frame(exactly) == (True, WS_TEXT, False, payload)
+                s.sendall(ws_frame(WS_PING, b"p"))
+                assert read_ws_frame(exactly) == (True, WS_PONG, False, b"p")
+                s.sendall(ws_frame(WS_CLOSE, (1000).to_bytes(2, "big")))
+                assert read_ws_frame(exactly)[1] == WS_CLOSE
+        assert [f[0] for f in m.find("/ws-check")[0].frames] == [1, 1, 1, 9, 8]
+
+        # HTTP/2: curl --http2 gets h2; a POST body and /reflect; HTTP/1.1 alone is refused.
+        h = ups.h2
+        h2_resolve = ["--resolve", "h2.test:%d:127.0.0.1" % h.port]
+        rc, out, err = _curl("--http2", "--cacert", pki.ca_file, *h2_resolve,
+                             "-w", "\n%{http_version}", "-H", "X-Api-Key: abc",
+                             "--data-binary", "h2 body",
+                             "https://h2.test:%d/reflect/h2-check?h=x-api-key" % h.port)
+        assert rc == 0, err
+        body, version = out.rsplit(b"\n", 1)
+        assert version == b"2", out
+        echo = json.loads(body)
+        assert echo["reflected"] == "abc" and echo["body"] == "h2 body", echo
+        got = h.find("/reflect/h2-check")[0]
+        assert got.version == "HTTP/2" and got.method == "POST" and got.sni == "h2.test", got
+        assert got.header(":authority") == "h2.test:%d" % h.port, got.headers
+        rc, out, err = _curl("--http1.1", "--cacert", pki.ca_file, *h2_resolve,
+                             "https://h2.test:%d/h1" % h.port)
+        assert rc != 0 and not h.find("/h1"), (rc, out, err)
+        assert any("ALPN" in e for _, e in h.errors), h.errors
+
+        # gRPC: a direct call, metadata in, metadata and trailers back.
+        with open(pki.ca_file, "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        with grpc.secure_channel("127.0.0.1:%d" % ups.grpc.port, creds, options=[
+                ("grpc.ssl_target_name_override", "grpc.test")]) as channel:
+            echo_call = channel.unary_unary(GRPC_ECHO_METHOD)
+            reply, call = echo_call.with_call(b"msg", metadata=(("x-api-key", "k1"),),
+                                              timeout=10)
+            assert json.loads(reply)["message"] == "msg", reply
+            assert ("x-echo-header", "k1") in call.initial_metadata()
+            assert ("x-echo-trailer", "k1") in call.trailing_metadata()
+        assert ups.grpc.find("x-api-key", "k1")[0].message == b"msg"
+
+        print("upstream self-check: ok (main %d, untrusted %d, wrong-name %d, plain %d, h2 %d, "
+              "grpc %d)" % (m.port, ups.untrusted.port, ups.wrong_name.port, ups.plain.port,
+                            h.port, ups.grpc.port))
     finally:
         if ups is not None:
             ups.stop()
