@@ -297,7 +297,7 @@ declare -A OUT=() SENT=() DONE_ALL=() ERR=()
 for r in sg1 sgN; do SENT[$r]=0 DONE_ALL[$r]=0; done
 # The upstream check above went through each route once.
 SENT[sg1]=1 SENT[sgN]=1 DONE_ALL[sg1]=1 DONE_ALL[sgN]=1
-SG_CONNS=0 SG_LEAVES=0 SG_LEAF_SET=""
+SG_CONNS=0 SG_LEAF_SET=""
 
 busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
 
@@ -430,6 +430,7 @@ r_many=$(ratio "$(med sgN_ka rps)" "$(med sg1_ka rps)")
 added=$(awk -v a="$(med sg1_c1 p50_us)" -v b="$(med direct_c1 p50_us)" 'BEGIN { printf "%.0f", a - b }')
 # Leaves: distinct leaf certificates the client saw per run (each run's first handshakes may
 # race for a host not seen yet; after that the cache must answer).
+# shellcheck disable=SC2086  # a word list of numbers
 leaves_max=$(printf '%s\n' $SG_LEAF_SET | sort -n | tail -n 1)
 echo "== targets =="
 printf '  %-62s %-8s (%sx)\n' "keep-alive, sealgate (1 secret) >= 0.7x direct" "$(met ge "$r_direct" 0.7)" "$r_direct"

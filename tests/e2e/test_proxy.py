@@ -5,9 +5,9 @@ well-behaved client sends.
 The upstreams are the TLS and cleartext echo servers of upstream.py (HTTP/1.1, HTTP/2 and
 gRPC), running in this process on 127.0.0.1; the proxy reaches them through --proxy-resolve
 (every test host name maps to 127.0.0.1), --proxy-allow-cidr 127.0.0.0/8, --proxy-allow-port
-(their kernel-chosen ports) and --upstream-ca (their CA). What an upstream received is read from its records (substitution is
-checked there, never in the echo the client gets back, which the proxy redacts). A second server
-without --proxy-allow-cidr checks the SSRF table.
+(their kernel-chosen ports) and --upstream-ca (their CA). What an upstream received is read
+from its records (substitution is checked there, never in the echo the client gets back, which
+the proxy redacts). A second server without --proxy-allow-cidr checks the SSRF table.
 
   1. The seed flow: a local-runtime sandbox's own curl and python, and curl, urllib and Node
      from outside.
@@ -15,7 +15,8 @@ without --proxy-allow-cidr checks the SSRF table.
      Content-Length or chunked, tokens split across chunks and reads), and where they are not
      (hosts the secret does not allow, wildcards and look-alikes, CONNECT/SNI/Host that differ,
      another sandbox's tokens, cleartext HTTP); layering, rotation, keep-alive.
-  3. Redaction of values echoed back in responses.
+  3. Redaction of values echoed back in responses (Content-Length, chunked and close-delimited
+     bodies).
   4. Framing: smuggling vectors (400), header blocks over 64 KiB (431), bodies over 16 MiB (413).
   5. Upstream trust: unknown CA or wrong name (502, no request bytes); the leaf certificate.
   6. Proxy authentication (407).
