@@ -30,6 +30,10 @@ uint64_t sg_gen(sg_gen_kind kind) {
   return atomic_load(&listening) ? atomic_load(&gens[kind]) : 0;
 }
 
+uint64_t sg_gen_any(sg_gen_kind kind) {
+  return atomic_load(&gens[kind]);
+}
+
 void sg_gen_bump(sg_gen_kind kind) {
   atomic_fetch_add(&gens[kind], 1);
 }

@@ -33,6 +33,11 @@ void sg_notify_stop(void);
 /* The current generation of |kind|'s caches, or 0 when nothing may be cached now. Any thread. */
 uint64_t sg_gen(sg_gen_kind kind);
 
+/* The generation of |kind| whether or not notifications are heard: it moves on every change
+ * this process makes and every one it hears of. A cache that also serves while deaf (for a
+ * short while) compares this one, so that its own node's writes still reach it at once. */
+uint64_t sg_gen_any(sg_gen_kind kind);
+
 /* A change this process made (and committed) to |kind|'s rows. Any thread. */
 void sg_gen_bump(sg_gen_kind kind);
 

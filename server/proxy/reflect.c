@@ -94,7 +94,7 @@ static int scan(sg_reflector *r, size_t limit) {
 int sg_reflect_feed(sg_reflector *r, const char *data, size_t len) {
   if (r->err != 0)
     return r->err;
-  if (r->n == 0)
+  if (r->n == 0 || len == 0)
     return out(r, data, len);
   if (r->len + len > r->cap) {
     size_t cap = r->len + len;
@@ -146,19 +146,13 @@ static int to_growbuf(void *arg, const char *data, size_t len) {
 char *sg_reflect_all(sg_reflector *r, const char *in, size_t len, size_t *out_len) {
   sg_reflector one;
   growbuf g = {sg_malloc(len + 1), 0, len + 1};
-  sg_reflect_init(&one, to_growbuf, &g, NULL, NULL);
+  sg_reflect_init(&one, to_growbuf, &g, r->hit, r->hit_arg);
   memcpy(one.needles, r->needles, sizeof(r->needles));
   one.n = r->n;
   one.longest = r->longest;
   memcpy(one.first, r->first, sizeof(one.first));
   sg_reflect_feed(&one, in, len);
   sg_reflect_finish(&one);
-  /* Hits are reported against |r|'s callback once per value found. */
-  if (r->hit != NULL)
-    for (size_t k = 0; k < r->n; k++)
-      if (len >= r->needles[k].value_len &&
-          memmem(in, len, r->needles[k].value, r->needles[k].value_len) != NULL)
-        r->hit(r->hit_arg, r->needles[k].tag);
   sg_reflect_reset(&one);
   g.p[g.len] = '\0';
   *out_len = g.len;

@@ -62,18 +62,20 @@ int sg_subst_lookup(void *arg, const char *token, const char **value, size_t *le
   if (secret == NULL)
     return 0; /* another sandbox's, or no token at all: it goes out as it is */
   sg_subst_use *u = use_of(s, secret, token);
+  if (u == NULL)
+    return 0; /* a request with more secrets than are remembered: the rest stay tokens, as a
+                 value that could be neither audited nor redacted must not go out */
   const char *why = s->withhold;
   if (why == NULL && !sg_view_secret_allowed(secret, s->host))
     why = "host not in the secret's allowed_hosts";
   if (why != NULL) {
-    if (u != NULL && !u->withheld) {
+    if (!u->withheld) {
       u->withheld = 1;
       u->reason = why;
     }
     return 0;
   }
-  if (u != NULL)
-    u->substituted = 1;
+  u->substituted = 1;
   *value = (const char *)secret->value;
   *len = secret->value_len;
   return 1;

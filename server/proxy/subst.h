@@ -18,7 +18,7 @@
 #include "proxy/reflect.h"
 #include "proxy/view.h"
 
-#define SG_SUBST_MAX_USES 32  /* secrets one request may use that are remembered */
+#define SG_SUBST_MAX_USES 32 /* secrets one request may use; tokens of more stay untouched */
 #define SG_SUBST_PATH_MAX 256 /* the longest path kept for audit and logs */
 
 typedef struct {

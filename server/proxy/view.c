@@ -66,13 +66,12 @@ int sg_view_live(const sg_view *view) {
 int sg_view_fresh(const sg_view *view) {
   if (!sg_view_live(view))
     return 0;
-  int deaf = 0;
+  int deaf = view->deaf;
   for (size_t i = 0; i < 3; i++) {
-    uint64_t g = sg_gen(view_gens[i]);
-    if (g == 0 || view->gens[i] == 0)
-      deaf = 1;
-    else if (g != view->gens[i])
-      return 0;
+    if (sg_gen_any(view_gens[i]) != view->gens[i])
+      return 0; /* a change made here, or heard of */
+    if (sg_gen(view_gens[i]) == 0)
+      deaf = 1; /* another node's change could be missed: serve briefly */
   }
   return sg_now_ns() - view->read_ns < (deaf ? VIEW_TTL_DEAF_NS : VIEW_TTL_NS);
 }
@@ -400,8 +399,11 @@ sg_view *sg_view_get(const char *sandbox_id, sg_view_cb cb, void *arg) {
   v->refs = 1;
   snprintf(v->sandbox_id, sizeof(v->sandbox_id), "%s", sandbox_id);
   /* Generations before the query: a change committed while it runs makes the view stale. */
-  for (size_t i = 0; i < 3; i++)
-    v->gens[i] = sg_gen(view_gens[i]);
+  for (size_t i = 0; i < 3; i++) {
+    v->gens[i] = sg_gen_any(view_gens[i]);
+    if (sg_gen(view_gens[i]) == 0)
+      v->deaf = 1;
+  }
   v->read_ns = sg_now_ns();
   const char *params[1] = {l->sandbox_id};
   sg_db *db = sg_db_local();

@@ -50,7 +50,8 @@ typedef struct sg_view {
   uint32_t *slots;
   size_t n_slots;
   /* Freshness (private to view.c). */
-  uint64_t gens[3];
+  uint64_t gens[3]; /* sg_gen_any when read */
+  int deaf;         /* notifications were not heard when read */
   int64_t read_ns;
 } sg_view;
 

@@ -19,6 +19,7 @@
 #include "core/mem.h"
 #include "crypto/seal.h"
 #include "crypto/token.h"
+#include "db/notify.h"
 #include "db/pgtext.h"
 #include "db/pool.h"
 #include "google/protobuf/empty.pb-c.h"
@@ -637,9 +638,11 @@ static void list_sandboxes(sg_call *call, const ProtobufCMessage *req) {
 static void stopped(void *arg, PGresult *res) {
   sg_op *o = arg;
   const char *id = ((const Sealgate__V1__DeleteSandboxRequest *)o->req)->sandbox_id;
-  if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
-      sg_local_runtime_on())
-    sg_local_runtime_remove("sandboxes", PQgetvalue(res, 0, 0));
+  if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+    sg_gen_bump(SG_GEN_SANDBOXES); /* this node's proxy views at once; others on the notification */
+    if (sg_local_runtime_on())
+      sg_local_runtime_remove("sandboxes", PQgetvalue(res, 0, 0));
+  }
   sg_op_reply_empty(o, res, sandbox_not_found(o, id));
 }
 

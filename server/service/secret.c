@@ -9,6 +9,7 @@
 
 #include "core/mem.h"
 #include "crypto/seal.h"
+#include "db/notify.h"
 #include "db/pgtext.h"
 #include "db/pool.h"
 #include "sealgate/v1/secret.pb-c.h"
@@ -84,6 +85,9 @@ static void written(void *arg, PGresult *res) {
   op *o = &st->op;
   if (!sg_db_check(o->call, res, NULL, NULL))
     return;
+  /* This node's caches (the egress proxy's sandbox views) at once; others on the
+   * notification. */
+  sg_gen_bump(SG_GEN_SECRETS);
   if (PQntuples(res) == 0) {
     const Sealgate__V1__SetSecretRequest *req = (const void *)o->req;
     memset(o->formats, 0, sizeof(o->formats));
@@ -214,6 +218,8 @@ static void list_secrets(sg_call *call, const ProtobufCMessage *req) {
 
 static void deleted(void *arg, PGresult *res) {
   op *o = arg;
+  if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0)
+    sg_gen_bump(SG_GEN_SECRETS);
   const Sealgate__V1__DeleteSecretRequest *req = (const void *)o->req;
   sg_op_reply_empty(o, res,
                     sg_arena_printf(sg_call_arena(o->call),
