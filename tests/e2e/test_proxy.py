@@ -1008,6 +1008,32 @@ class SubstitutionTest(SubstitutionBase):
         self.assertEqual(len({g.connection for g in got}), 1,
                          "upstream connections %r" % [g.connection for g in got])
 
+    def test_a_later_tunnel_reuses_an_idle_upstream_connection(self):
+        """Tunnels one after the other (each closed before the next) draw on the pool of idle
+        upstream connections; the pool is per event loop (MAIN runs two, and tunnels are dealt
+        round-robin), so four tunnels need at most two upstream connections."""
+        sandbox, value, token, _ = self.one_secret_sandbox()
+        paths = [self.path("pool") for _ in range(4)]
+        for path in paths:
+            self.assertOk(https(sandbox, ANTHROPIC, path, headers=[("X-Api-Key", token)]))
+            time.sleep(0.2)  # the proxy sees the close and parks the upstream connection
+        got = [self.only_request(UP.main, p) for p in paths]
+        self.assertEqual([g.header("x-api-key") for g in got], [value] * 4)
+        self.assertLessEqual(len({g.connection for g in got}), 2,
+                             "upstream connections %r" % [g.connection for g in got])
+
+    def test_a_repeated_host_costs_no_second_certificate(self):
+        """The interception certificate of a host is minted once and then served from the
+        cache (each mint leaves a proxy_leaf_minted line in the log)."""
+        sandbox, _, _, _ = self.one_secret_sandbox()
+        self.assertOk(https(sandbox, ANTHROPIC, self.path("leaf")))
+        pattern = r"msg=proxy_leaf_minted host=%s " % re.escape(ANTHROPIC)
+        before = len(MAIN.wait_for_log(pattern, timeout=1.0))
+        self.assertGreaterEqual(before, 1)
+        for _ in range(3):
+            self.assertOk(https(sandbox, ANTHROPIC, self.path("leaf")))
+        self.assertEqual(len(MAIN.wait_for_log(pattern, timeout=0.3)), before)
+
     def test_cleartext_http_forwards_tokens_untouched_and_audits_withheld(self):
         """Absolute-form GET http://…: no substitution over cleartext (audited withheld, the
         reason says why); the upstream gets origin-form and no Proxy-Authorization."""
