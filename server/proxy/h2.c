@@ -470,9 +470,9 @@ static void redact_headers(stream *st, hdrs *h, int drop_length) {
       sg_subst_free_text(x->value, x->value_len);
       continue;
     }
-    if (sg_reflect_active(&st->rq.reflector) && x->name[0] != ':') {
+    if (sg_redact_active(&st->rq.reflector) && x->name[0] != ':') {
       size_t n;
-      char *r = sg_reflect_all(&st->rq.reflector, x->value, x->value_len, &n);
+      char *r = sg_redact_all(&st->rq.reflector, x->value, x->value_len, &n, NULL);
       sg_subst_free_text(x->value, x->value_len);
       x->value = r;
       x->value_len = n;
@@ -525,7 +525,7 @@ static int u_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user) 
   }
   if (end && (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA)) {
     if (st->redact_body)
-      sg_reflect_finish(&st->rq.reflector);
+      sg_redact_finish(&st->rq.reflector);
     st->resp_ended = 1;
     nghttp2_session_resume_data(st->t->cs, st->cid);
   }
@@ -540,7 +540,7 @@ static int u_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t 
   if (st == NULL || !st->resp_submitted)
     return 0;
   if (st->redact_body)
-    sg_reflect_feed(&st->rq.reflector, (const char *)data, len);
+    sg_redact_feed(&st->rq.reflector, (const char *)data, len);
   else
     evbuffer_add(st->respbuf, data, len);
   nghttp2_session_resume_data(st->t->cs, st->cid);

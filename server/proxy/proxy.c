@@ -27,7 +27,7 @@
 #include "db/audit_writer.h"
 #include "proxy/http1.h"
 #include "proxy/leaf.h"
-#include "proxy/reflect.h"
+#include "proxy/redact.h"
 #include "proxy/scan.h"
 #include "proxy/subst.h"
 #include "proxy/view.h"
@@ -718,7 +718,7 @@ static void on_upstream_event(struct bufferevent *bev, short what, void *arg) {
     pc->up = NULL;
     pc->up_ready = 0;
     if (pc->redacting)
-      sg_reflect_finish(&pc->rq.reflector);
+      sg_redact_finish(&pc->rq.reflector);
     if (pc->rechunk)
       evbuffer_add(bufferevent_get_output(pc->cli), SG_H1_LAST_CHUNK, SG_H1_LAST_CHUNK_LEN);
     end_response(pc);
@@ -1079,7 +1079,7 @@ static void begin_response(pconn *pc) {
 static void end_response(pconn *pc) {
   log_request(pc, pc->resp_status, NULL);
   if (pc->redacting)
-    sg_reflect_reset(&pc->rq.reflector);
+    sg_redact_free(&pc->rq.reflector);
   pc->redacting = 0;
   if (pc->upstream_close && pc->up != NULL) {
     bufferevent_free(pc->up);
@@ -1166,7 +1166,7 @@ static int relay_response_head(pconn *pc) {
     evbuffer_add(out, ": ", 2);
     if (pc->redacting) {
       size_t rn;
-      char *r = sg_reflect_all(&pc->rq.reflector, f->value, f->value_len, &rn);
+      char *r = sg_redact_all(&pc->rq.reflector, f->value, f->value_len, &rn, NULL);
       evbuffer_add(out, r, rn);
       free(r);
     } else {
@@ -1216,7 +1216,7 @@ static int relay_response_head(pconn *pc) {
 
 static int on_resp_chunk(void *arg, const char *data, size_t len) {
   pconn *pc = arg;
-  return sg_reflect_feed(&pc->rq.reflector, data, len);
+  return sg_redact_feed(&pc->rq.reflector, data, len);
 }
 
 static int count_only(void *arg, const char *data, size_t len) {
@@ -1239,7 +1239,7 @@ static int relay_response_body(pconn *pc) {
       n = (size_t)pc->resp_left;
     if (pc->redacting) {
       const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-      sg_reflect_feed(&pc->rq.reflector, p, n);
+      sg_redact_feed(&pc->rq.reflector, p, n);
       evbuffer_drain(in, n);
     } else {
       evbuffer_remove_buffer(in, out, n);
@@ -1248,7 +1248,7 @@ static int relay_response_body(pconn *pc) {
     if (pc->resp_left > 0)
       return 0;
     if (pc->redacting)
-      sg_reflect_finish(&pc->rq.reflector);
+      sg_redact_finish(&pc->rq.reflector);
     if (pc->rechunk)
       evbuffer_add(out, SG_H1_LAST_CHUNK, SG_H1_LAST_CHUNK_LEN);
     return 1;
@@ -1272,7 +1272,7 @@ static int relay_response_body(pconn *pc) {
     if (!sg_h1_chunked_done(&pc->resp_chunked))
       return 0;
     if (pc->redacting) {
-      sg_reflect_finish(&pc->rq.reflector);
+      sg_redact_finish(&pc->rq.reflector);
       evbuffer_add(out, SG_H1_LAST_CHUNK, SG_H1_LAST_CHUNK_LEN);
     }
     return 1;
@@ -1280,7 +1280,7 @@ static int relay_response_body(pconn *pc) {
     if (pc->redacting) {
       size_t n = evbuffer_get_length(in);
       const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-      sg_reflect_feed(&pc->rq.reflector, p, n);
+      sg_redact_feed(&pc->rq.reflector, p, n);
       evbuffer_drain(in, n);
     } else {
       evbuffer_add_buffer(out, in);

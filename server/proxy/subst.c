@@ -234,21 +234,22 @@ static void on_hit(void *arg, void *tag) {
   }
 }
 
-int sg_subst_arm_reflector(sg_subst *s, sg_reflect_emit emit, void *emit_arg) {
-  sg_reflect_reset(&s->reflector);
-  sg_reflect_init(&s->reflector, emit, emit_arg, on_hit, s);
+int sg_subst_arm_reflector(sg_subst *s, sg_redact_emit emit, void *emit_arg) {
+  sg_redact_free(&s->reflector);
+  sg_redact_init(&s->reflector, emit, emit_arg);
+  sg_redact_set_hit(&s->reflector, on_hit, s);
   int any = 0;
   for (size_t i = 0; i < s->n_uses; i++) {
     sg_subst_use *u = &s->uses[i];
-    if (u->substituted && sg_reflect_add(&s->reflector, (const char *)u->secret->value,
-                                         u->secret->value_len, u->token, SG_TOKEN_LEN, u) == 0)
+    if (u->substituted && sg_redact_add(&s->reflector, (const char *)u->secret->value,
+                                        u->secret->value_len, u->token, SG_TOKEN_LEN, u) == 0)
       any = 1;
   }
   return any;
 }
 
 void sg_subst_end(sg_subst *s) {
-  sg_reflect_reset(&s->reflector);
+  sg_redact_free(&s->reflector);
   s->view = NULL;
   s->host = NULL;
   s->withhold = NULL;

@@ -15,10 +15,10 @@
 
 #include "crypto/token.h"
 #include "db/audit_writer.h"
-#include "proxy/reflect.h"
+#include "proxy/redact.h"
 #include "proxy/view.h"
 
-#define SG_SUBST_MAX_USES 32 /* secrets one request may use; tokens of more stay untouched */
+#define SG_SUBST_MAX_USES 32  /* secrets one request may use; tokens of more stay untouched */
 #define SG_SUBST_PATH_MAX 256 /* the longest path kept for audit and logs */
 
 typedef struct {
@@ -37,7 +37,7 @@ typedef struct sg_subst {
   sg_subst_use uses[SG_SUBST_MAX_USES];
   size_t n_uses;
   int audited; /* the uses have been recorded */
-  sg_reflector reflector;
+  sg_redactor reflector;
 } sg_subst;
 
 /* Starts a request: |method| and |target| (a path or an absolute URL; its query is dropped and
@@ -70,7 +70,7 @@ void sg_subst_audit_event(const sg_subst *s, const sg_view_secret *secret,
 
 /* Arms s->reflector to put the tokens back in place of the values this request substituted,
  * output to |emit|. Returns nonzero if there is any value to look for. */
-int sg_subst_arm_reflector(sg_subst *s, sg_reflect_emit emit, void *emit_arg);
+int sg_subst_arm_reflector(sg_subst *s, sg_redact_emit emit, void *emit_arg);
 
 /* Forgets the request (zeroes what it held). */
 void sg_subst_end(sg_subst *s);

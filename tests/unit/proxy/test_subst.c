@@ -416,8 +416,8 @@ static int sink_emit(void *arg, const char *data, size_t len) {
 
 static void reflect_body(const char *body, struct sink *k) {
   k->len = 0;
-  cr_assert_eq(sg_reflect_feed(&s.reflector, body, strlen(body)), 0);
-  cr_assert_eq(sg_reflect_finish(&s.reflector), 0);
+  cr_assert_eq(sg_redact_feed(&s.reflector, body, strlen(body)), 0);
+  cr_assert_eq(sg_redact_finish(&s.reflector), 0);
   k->buf[k->len] = '\0';
 }
 
@@ -455,7 +455,7 @@ Test(subst, reflector_records_one_redacted_event_per_secret_echoed) {
   cr_assert_str_eq(k.buf, TOK_ANY "," TOK_ANY);
   cr_assert_eq(sg_audit_dropped() - before, 1);
   size_t n;
-  char *h = sg_reflect_all(&s.reflector, "x " V_ANY, strlen("x " V_ANY), &n);
+  char *h = sg_redact_all(&s.reflector, "x " V_ANY, strlen("x " V_ANY), &n, NULL);
   cr_assert_str_eq(h, "x " TOK_ANY);
   free(h);
   cr_assert_eq(sg_audit_dropped() - before, 1, "still one for the request");
@@ -466,7 +466,7 @@ Test(subst, reflector_can_be_armed_again_for_the_next_response) {
   expect_header("X-Any", TOK_ANY, V_ANY);
   struct sink k;
   cr_assert(sg_subst_arm_reflector(&s, sink_emit, &k));
-  cr_assert_eq(sg_reflect_feed(&s.reflector, "held any value", 14), 0);
+  cr_assert_eq(sg_redact_feed(&s.reflector, "held any value", 14), 0);
   cr_assert(sg_subst_arm_reflector(&s, sink_emit, &k));
   reflect_body(V_ANY, &k);
   cr_assert_str_eq(k.buf, TOK_ANY, "the bytes held for the first response are gone");
