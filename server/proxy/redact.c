@@ -18,6 +18,7 @@
 #include <openssl/crypto.h>
 
 #include "core/mem.h"
+#include "proxy/scan.h"
 
 void sg_redact_init(sg_redactor *r, sg_redact_emit emit_fn, void *emit_arg) {
   memset(r, 0, sizeof(*r));
@@ -284,39 +285,21 @@ void sg_redact_free(sg_redactor *r) {
   sg_redact_init(r, NULL, NULL);
 }
 
-/* The growing output of sg_redact_all. */
-struct out_buf {
-  char *data;
-  size_t len, cap;
-};
-
-static int out_append(void *arg, const char *data, size_t len) {
-  struct out_buf *b = arg;
-  if (b->cap - b->len < len + 1) {
-    while (b->cap - b->len < len + 1)
-      b->cap *= 2;
-    b->data = sg_realloc(b->data, b->cap);
-  }
-  memcpy(b->data + b->len, data, len);
-  b->len += len;
-  return 0;
-}
-
 char *sg_redact_all(const sg_redactor *r, const char *in, size_t len, size_t *out_len,
                     size_t *count) {
-  struct out_buf b = {.cap = len + 1};
-  b.data = sg_malloc(b.cap);
+  sg_scan_out b;
+  sg_scan_out_init(&b, len + 1);
   /* A redactor of its own over |r|'s values (their failure tables are only read), with a fresh
    * stream and buffers, so |r|'s stream is left as it is. */
   sg_redactor one = *r;
-  one.emit = out_append;
+  one.emit = sg_scan_out_append;
   one.emit_arg = &b;
   one.found = NULL;
   one.carry = NULL;
   if (one.n > 0)
     alloc_stream(&one);
   sg_redact_reset(&one);
-  /* out_append never fails, so neither does the stream. */
+  /* sg_scan_out_append never fails, so neither does the stream. */
   (void)sg_redact_feed(&one, in, len);
   (void)sg_redact_finish(&one);
   free_stream(&one);

@@ -130,14 +130,14 @@ size_t sg_scan_replaced(const sg_scanner *s) {
   return s->replaced;
 }
 
-/* The growing output of sg_scan_replace_all. */
-struct out_buf {
-  char *data;
-  size_t len, cap;
-};
+void sg_scan_out_init(sg_scan_out *b, size_t cap) {
+  b->cap = cap > 0 ? cap : 1;
+  b->len = 0;
+  b->data = sg_malloc(b->cap);
+}
 
-static int out_append(void *arg, const char *data, size_t len) {
-  struct out_buf *b = arg;
+int sg_scan_out_append(void *arg, const char *data, size_t len) {
+  sg_scan_out *b = arg;
   if (b->cap - b->len < len + 1) {
     while (b->cap - b->len < len + 1)
       b->cap *= 2;
@@ -150,11 +150,11 @@ static int out_append(void *arg, const char *data, size_t len) {
 
 char *sg_scan_replace_all(const char *in, size_t len, sg_scan_lookup lookup, void *lookup_arg,
                           size_t *out_len, size_t *count) {
-  struct out_buf b = {.cap = len + 1};
-  b.data = sg_malloc(b.cap);
+  sg_scan_out b;
+  sg_scan_out_init(&b, len + 1);
   sg_scanner s;
-  sg_scan_init(&s, lookup, lookup_arg, out_append, &b);
-  /* out_append never fails, so neither does the scan. */
+  sg_scan_init(&s, lookup, lookup_arg, sg_scan_out_append, &b);
+  /* sg_scan_out_append never fails, so neither does the scan. */
   (void)sg_scan_feed(&s, in, len);
   (void)sg_scan_finish(&s);
   b.data[b.len] = '\0';

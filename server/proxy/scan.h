@@ -73,4 +73,18 @@ size_t sg_scan_replaced(const sg_scanner *s);
 char *sg_scan_replace_all(const char *in, size_t len, sg_scan_lookup lookup, void *lookup_arg,
                           size_t *out_len, size_t *count);
 
+/* A growing NUL-terminable output buffer: the sink of the one-shot replacers (here and in
+ * proxy/redact.h). The caller owns |data| and frees it with free(). */
+typedef struct {
+  char *data;
+  size_t len, cap;
+} sg_scan_out;
+
+/* Starts an empty buffer with room for |cap| bytes. */
+void sg_scan_out_init(sg_scan_out *b, size_t cap);
+
+/* An sg_scan_emit appending to the sg_scan_out |arg|, always keeping room for a final NUL.
+ * Never fails: allocation failure aborts (core/mem.h). */
+int sg_scan_out_append(void *arg, const char *data, size_t len);
+
 #endif
