@@ -3,7 +3,7 @@
 #   deploy/install-deps.sh build   compilers and -dev libraries
 #   deploy/install-deps.sh run     build + PostgreSQL server binaries (for deploy/run.sh)
 #   deploy/install-deps.sh test    run + test peers (Criterion, Python grpcio, grpc C++, curl, ...)
-#   deploy/install-deps.sh bench   test + benchmark peers (h2load, nghttpd)
+#   deploy/install-deps.sh bench   test + benchmark peers (h2load, nghttpd, nginx, mitmproxy, hey)
 set -euo pipefail
 
 build=(build-essential pkg-config meson ninja-build
@@ -19,7 +19,7 @@ test=("${run[@]}" libcriterion-dev python3 python3-grpcio python3-protobuf pytho
 # Node and npm for the Node interop client (tests/interop/node), unless a node with its own npm
 # is there already (NodeSource's nodejs bundles npm and conflicts with Debian's npm package).
 command -v npm >/dev/null || test+=(nodejs npm)
-bench=("${test[@]}" nghttp2-client nghttp2-server)
+bench=("${test[@]}" nghttp2-client nghttp2-server nginx mitmproxy hey)
 
 case "${1:-build}" in
   build) want=("${build[@]}") ;;

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -371,8 +373,16 @@ static void pc_free(pconn *pc) {
   free(pc);
 }
 
+/* Both legs carry small request/response exchanges (TLS records, a CONNECT reply): Nagle's
+ * algorithm against the peer's delayed ACK would hold some of them for ~40 ms. */
+static void no_delay(int fd) {
+  int one = 1;
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 void sg_proxy_conn_start(sg_proxy *px, int fd, const char *peer) {
   sg_loop *loop = sg_loop_current();
+  no_delay(fd);
   pconn *pc = sg_calloc(1, sizeof(*pc));
   pc->px = px;
   pc->base = sg_loop_base(loop);
@@ -807,8 +817,11 @@ static void connect_upstream(pconn *pc) {
   bufferevent_setcb(up, on_upstream_read, on_upstream_write, on_upstream_event, pc);
   socklen_t len =
       pc->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-  if (bufferevent_socket_connect(up, (struct sockaddr *)&pc->addr, (int)len) != 0)
+  if (bufferevent_socket_connect(up, (struct sockaddr *)&pc->addr, (int)len) != 0) {
     upstream_failed(pc);
+    return;
+  }
+  no_delay(bufferevent_getfd(up));
 }
 
 /* --- The sandbox's TLS inside the tunnel ------------------------------------------------- */

@@ -18,6 +18,7 @@
 #   BENCH_WARMUP                 untimed seconds before each run's window (default 1)
 #   BENCH_ROUNDS                 rounds over all rows; the table shows medians (default 3)
 #   BENCH_SECRETS                secrets in the "many" sandbox (default 1000)
+#   BENCH_ROWS                   row ids to run, in this order (default: all; see ROWS below)
 #   BENCH_NGINX_WORKERS          nginx worker_processes (default 1)
 #   BENCH_SG_THREADS             sealgate --threads (default 0: one event loop per core)
 #   BENCH_KEEP_TMP=1             keep the temporary directories (logs, client outputs)
@@ -49,8 +50,8 @@ STOP_TIMEOUT=10      # SIGTERM -> exit, then SIGKILL
 PG_TIMEOUT=180       # deploy/pg-local.sh start/stop
 RUN_SLACK=45         # a client run may take this much longer than warm-up + window
                      # (proxy_load waits at most 30 s for its N connections)
-SETTLE_MAX=10        # the machine must be quiet within this before a run; the substitution
-                     # counts must stop moving within this after the runs
+QUIET_WAIT=5         # wait at most this for the machine to be quiet before a run
+SETTLE_MAX=5         # the substitution counts must stop moving within this after the runs
 
 # ---------------------------------------------------------------- prerequisites
 
@@ -102,7 +103,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+xs() { [[ $1 == n/a ]] && echo "$1" || echo "${1}x"; }  # xs RATIO: "1.23x", or "n/a"
 ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
 met() { if "$@"; then echo "met"; else echo "NOT MET"; fi; }
@@ -278,26 +280,41 @@ log "$CHECK_NOTE"
 
 # ---------------------------------------------------------------- rows
 
-#        row id       route  mode          label
-# mitmproxy goes last in a round: overloaded, it works off its backlog for a while after the
-# client has gone (settle below waits for that as well).
+# Rows: id, route, mode, label. mitmproxy goes last in a round: overloaded, it works off its
+# backlog for a while after the client has gone (settle below waits for that as well).
 ROWS=(
     "direct_ka    direct keepalive   direct to nginx"
     "sg1_ka       sg1    keepalive   sealgate proxy, 1 secret"
     "sgN_ka       sgN    keepalive   sealgate proxy, $MANY secrets"
     "direct_new   direct newconn     direct, new connection each"
     "sg1_new      sg1    newconn     sealgate, new connection each"
+    "sg1_newpool  sg1    newpool     sealgate, new conn., no Conn: close"
     "direct_new1  direct newconn1    direct, new conn., concurrency 1"
     "sg1_new1     sg1    newconn1    sealgate, new conn., concurrency 1"
     "direct_c1    direct c1          direct, concurrency 1"
     "sg1_c1       sg1    c1          sealgate, concurrency 1"
     "mitm_ka      mitm   keepalive   mitmproxy + addon"
 )
-declare -A OUT=() SENT=() DONE_ALL=() ERR=()
+if [[ -n ${BENCH_ROWS:-} ]]; then
+    picked=()
+    for want in $BENCH_ROWS; do
+        found=0
+        for row in "${ROWS[@]}"; do
+            if [[ ${row%% *} == "$want" ]]; then
+                picked+=("$row")
+                found=1
+            fi
+        done
+        ((found)) || die "BENCH_ROWS: no row '$want' (rows: $(printf '%s\n' "${ROWS[@]}" | awk '{printf "%s ", $1}'))"
+    done
+    ROWS=("${picked[@]}")
+fi
+declare -A OUT=() SENT=() DONE_ALL=() ERR=() ROWS_BY_ID=()
+for row in "${ROWS[@]}"; do ROWS_BY_ID[${row%% *}]=$row; done
 for r in sg1 sgN; do SENT[$r]=0 DONE_ALL[$r]=0; done
 # The upstream check above went through each route once.
 SENT[sg1]=1 SENT[sgN]=1 DONE_ALL[sg1]=1 DONE_ALL[sgN]=1
-SG_CONNS=0 SG_LEAF_SET=""
+SG_CONNS=2 SG_LEAF_SET="" # 2: the upstream checks through both sandboxes
 
 busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
 
@@ -305,16 +322,19 @@ busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/sta
 # 0.3 s, so that no row pays for work left over from the previous one (the audit writer's
 # last batches, an overloaded mitmproxy's backlog).
 SETTLE_BUSY=0.3
+FOREIGN_MAX=0.25     # a run with more cores busy with other processes is marked
 settle() {
-    local a b hz i
+    local a b hz i tries=$((QUIET_WAIT * 3))
+    # Once the machine has stayed busy a few times, others are at work on it: a short wait.
+    ((NOT_QUIET >= 3)) && tries=3
     hz=$(getconf CLK_TCK)
-    for ((i = 0; i < SETTLE_MAX * 3; i++)); do
+    for ((i = 0; i < tries; i++)); do
         a=$(busy_ticks)
         sleep 0.3
         b=$(busy_ticks)
         awk -v d=$((b - a)) -v hz="$hz" -v max="$SETTLE_BUSY" 'BEGIN { exit !(d / hz / 0.3 < max) }' && return 0
     done
-    log "machine still busy (>= $SETTLE_BUSY cores) ${SETTLE_MAX}s after the previous run; going on (other work on the machine?)"
+    log "machine still busy (>= $SETTLE_BUSY cores) after $((tries * 3 / 10))s of waiting; going on (other work on the machine?)"
     NOT_QUIET=$((NOT_QUIET + 1))
 }
 NOT_QUIET=0
@@ -325,6 +345,7 @@ run_row() {  # run_row ID ROUTE MODE ROUND
     keepalive) args=(--concurrency "$CONC") ;;
     newconn) args=(--concurrency "$NEWC" --new-conn) ;;
     newconn1) args=(--concurrency 1 --new-conn) ;;
+    newpool) args=(--concurrency "$NEWC" --new-conn --no-connection-close) ;;
     c1) args=(--concurrency 1) ;;
     esac
     settle
@@ -333,6 +354,13 @@ run_row() {  # run_row ID ROUTE MODE ROUND
         "${args[@]}" --seconds "$SECS" --warmup "$WARMUP" >"$out" 2>"$out.err" ||
         die "$id: proxy_load failed: $(cat "$out" "$out.err")"
     line=$(cat "$out")
+    # Cores busy with anything but this benchmark's processes during the window (others'
+    # work on a shared machine; the kernel's own share is small here).
+    local foreign
+    foreign=$(awk -v b="$(kv cores_busy "$line")" -v c="$(kv cores_client "$line")" -v s="$(kv cores_sg "$line")" \
+        -v m="$(kv cores_mitm "$line")" -v n="$(kv cores_nginx "$line")" -v p="$(kv cores_pg "$line")" \
+        'BEGIN { f = b - c - s - m - n - p; printf "%.2f", f < 0 ? 0 : f }')
+    line+=" foreign=$foreign"
     OUT[$id]+="$line"$'\n'
     local errors bad
     errors=$(kv errors "$line")
@@ -346,12 +374,23 @@ run_row() {  # run_row ID ROUTE MODE ROUND
         SG_CONNS=$((SG_CONNS + $(kv conns "$line")))
         SG_LEAF_SET+="$(kv leaves "$line") "
     fi
-    log "$id round $round: $(kv rps "$line") req/s, p50 $(kv p50_us "$line") us, p99 $(kv p99_us "$line") us, setup $(kv setup_s "$line") s, errors $errors, non-200 $bad; CPU us/req client $(kv cpu_client_us "$line") sg $(kv cpu_sg_us "$line") mitm $(kv cpu_mitm_us "$line") nginx $(kv cpu_nginx_us "$line") pg $(kv cpu_pg_us "$line") busy $(kv cpu_busy_us "$line")"
+    log "$id round $round: $(kv rps "$line") req/s, foreign load $foreign cores, p50 $(kv p50_us "$line") us, p99 $(kv p99_us "$line") us, setup $(kv setup_s "$line") s, errors $errors, non-200 $bad; CPU us/req client $(kv cpu_client_us "$line") sg $(kv cpu_sg_us "$line") mitm $(kv cpu_mitm_us "$line") nginx $(kv cpu_nginx_us "$line") pg $(kv cpu_pg_us "$line") busy $(kv cpu_busy_us "$line")"
 }
 
 for ((round = 1; round <= ROUNDS; round++)); do
     log "round $round of $ROUNDS: ${WARMUP}s warm-up + ${SECS}s per row; $CONC tunnels (keep-alive rows), $NEWC (new-connection rows)"
-    for row in "${ROWS[@]}"; do
+    order=("${ROWS[@]}")
+    # The 1-secret and MANY-secret rows swap places every other round, so that neither is
+    # always the one that runs first.
+    if ((round % 2 == 0)); then
+        for i in "${!order[@]}"; do
+            case ${order[$i]%% *} in
+            sg1_ka) order[i]=${ROWS_BY_ID[sgN_ka]:-${order[$i]}} ;;
+            sgN_ka) order[i]=${ROWS_BY_ID[sg1_ka]:-${order[$i]}} ;;
+            esac
+        done
+    fi
+    for row in "${order[@]}"; do
         read -r id route mode _ <<<"$row"
         run_row "$id" "$route" "$mode" "$round"
     done
@@ -386,18 +425,36 @@ for r in sg1 sgN; do
     fi
 done
 SG_WARN=$(grep -cE 'level=(warn|error)' "$SG_LOG" || true)
+# sealgate logs each leaf it mints (msg=proxy_leaf_minted host=...).
+SG_MINTED=$(grep -c 'msg=proxy_leaf_minted' "$SG_LOG" || true)
+SG_MINTED_HOST=$(grep 'msg=proxy_leaf_minted' "$SG_LOG" | grep -c " host=$HOST " || true)
 SG_NON200=$(grep 'msg=proxy_request' "$SG_LOG" | grep -vc ' status=200 ' || true)
 stop_pid "$MITM_PID"
 stop_pid "$SG_PID"
 
 # ---------------------------------------------------------------- report
 
-# med ID KEY: the median of KEY over the rounds of row ID.
+has() { [[ -n ${OUT[$1]:-} ]]; }
+# med ID KEY: the median of KEY over the rounds of row ID ("" if the row did not run).
 med() {
+    has "$1" || return 0
     # shellcheck disable=SC2046  # a word list of numbers
     median $(printf '%s' "${OUT[$1]}" | sed -nE "s/.*(^| )$2=([^ ]+).*/\\2/p")
 }
-runs() { printf '%s' "${OUT[$1]}" | sed -nE "s/.*(^| )$2=([^ ]+).*/\\2/p" | awk '{printf "%s%.0f", (NR > 1 ? " " : ""), $1}'; }
+# runs ID: every run's req/s, "*" after those with foreign load.
+runs() {
+    printf '%s' "${OUT[$1]:-}" | awk -v max="$FOREIGN_MAX" '{
+        r = ""; f = 0
+        for (i = 1; i <= NF; i++) {
+            if ($i ~ /^rps=/) r = substr($i, 5)
+            if ($i ~ /^foreign=/) f = substr($i, 9) + 0
+        }
+        printf "%s%.0f%s", (NR > 1 ? " " : ""), r, (f >= max ? "*" : "")
+    }'
+}
+int() { [[ -n $1 ]] && printf '%.0f' "$1" || printf 'n/a'; }
+secs() { [[ -n $1 ]] && printf '%.2f s' "$1" || printf 'n/a'; }
+ms() { [[ -n $1 ]] && awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }' || printf 'n/a'; }
 
 # What proxied a row (its CPU column): sealgate, mitmproxy or nothing.
 proxy_cpu() {
@@ -412,41 +469,67 @@ echo
 echo "== sealgate egress proxy: HTTPS GET with one substituted header (x-api-key), HTTP/1.1, upstream nginx (TLS, 2-byte body), median of $ROUNDS rounds =="
 echo "   $SG_IDENT (--threads $SG_THREADS, info logging: one line per proxied request; audit trail on);"
 echo "   $NGINX_VERSION (worker_processes $NGINX_WORKERS); $MITM_VERSION (mitmdump + tests/bench/mitm_subst.py); client: proxy_load (C, OpenSSL, 1 thread, epoll)"
-echo "   $(nproc) cores shared by the client, the proxy, nginx and PostgreSQL: the client and nginx take CPU on every row; compare ratios, not absolute figures"
-echo "   keep-alive rows: $CONC tunnels/connections; new-connection rows: $NEWC in flight, each = TCP + CONNECT + 2 TLS handshakes (client-proxy, proxy-upstream) + 1 request; ${SECS}s windows after ${WARMUP}s warm-up"
-printf '%-36s %9s %9s %9s  %-34s %s\n' "row" "req/s" "p50 us" "p99 us" "CPU us/req: client proxy nginx pg" "runs (req/s)"
+echo "   $(nproc) cores shared by the client, the proxy, nginx and PostgreSQL (audit trail): compare ratios, not absolute figures"
+echo "   keep-alive rows: $CONC tunnels/connections; new-connection rows: $NEWC in flight (or 1), each = TCP + CONNECT + 2 TLS handshakes (client-proxy, proxy-upstream) + 1 request; ${SECS}s windows after ${WARMUP}s warm-up"
+printf '%-36s %9s %9s %9s  %-41s %s\n' "row" "req/s" "p50 us" "p99 us" "CPU us/req: client proxy nginx pg  total" "runs (req/s)"
+declare -A TOTAL_CPU=()
 for row in "${ROWS[@]}"; do
     read -r id _ _ label <<<"$row"
-    printf '%-36s %9.0f %9.0f %9.0f  %6.1f %6.1f %6.1f %6.1f  %7s %s\n' "$label" "$(med "$id" rps)" \
-        "$(med "$id" p50_us)" "$(med "$id" p99_us)" "$(med "$id" cpu_client_us)" "$(proxy_cpu "$id")" \
-        "$(med "$id" cpu_nginx_us)" "$(med "$id" cpu_pg_us)" "" "$(runs "$id" rps)"
+    has "$id" || continue
+    c=$(med "$id" cpu_client_us) x=$(proxy_cpu "$id") n=$(med "$id" cpu_nginx_us) p=$(med "$id" cpu_pg_us)
+    TOTAL_CPU[$id]=$(awk -v c="$c" -v x="$x" -v n="$n" -v p="$p" 'BEGIN { printf "%.1f", c + x + n + p }')
+    printf '%-36s %9.0f %9.0f %9.0f  %6.1f %6.1f %6.1f %6.1f %7.1f   %s\n' "$label" "$(med "$id" rps)" \
+        "$(med "$id" p50_us)" "$(med "$id" p99_us)" "$c" "$x" "$n" "$p" "${TOTAL_CPU[$id]}" "$(runs "$id")"
 done
 for id in "${!ERR[@]}"; do echo "   problems in $id: ${ERR[$id]}"; done
 echo
 
+# target LABEL OK-TEST... : one line; "n/a" when a row it needs did not run.
 r_direct=$(ratio "$(med sg1_ka rps)" "$(med direct_ka rps)")
 r_mitm=$(ratio "$(med sg1_ka rps)" "$(med mitm_ka rps)")
 r_many=$(ratio "$(med sgN_ka rps)" "$(med sg1_ka rps)")
-added=$(awk -v a="$(med sg1_c1 p50_us)" -v b="$(med direct_c1 p50_us)" 'BEGIN { printf "%.0f", a - b }')
-# Leaves: distinct leaf certificates the client saw per run (each run's first handshakes may
-# race for a host not seen yet; after that the cache must answer).
+added=n/a
+if has sg1_c1 && has direct_c1; then
+    added=$(awk -v a="$(med sg1_c1 p50_us)" -v b="$(med direct_c1 p50_us)" 'BEGIN { printf "%.0f", a - b }')
+fi
+verdict() {  # verdict ge|le VALUE LIMIT
+    [[ $2 == n/a ]] && { echo "n/a"; return; }
+    met "$1" "$2" "$3"
+}
+# Leaves: distinct leaf certificates the client saw per run through sealgate (the upstream
+# check above made the first; after that the cache must answer every handshake).
 # shellcheck disable=SC2086  # a word list of numbers
 leaves_max=$(printf '%s\n' $SG_LEAF_SET | sort -n | tail -n 1)
 echo "== targets =="
-printf '  %-62s %-8s (%sx)\n' "keep-alive, sealgate (1 secret) >= 0.7x direct" "$(met ge "$r_direct" 0.7)" "$r_direct"
-printf '  %-62s %-8s (%sx)\n' "keep-alive, sealgate (1 secret) >= 10x mitmproxy" "$(met ge "$r_mitm" 10)" "$r_mitm"
-printf '  %-62s %-8s (%sx)\n' "keep-alive, $MANY secrets >= 0.9x 1 secret" "$(met ge "$r_many" 0.9)" "$r_many"
-printf '  %-62s %-8s (%s us: p50 %s vs %s us)\n' "added p50 latency at concurrency 1 <= 100 us" "$(met le "$added" 100)" "$added" \
-    "$(med sg1_c1 p50_us | xargs printf '%.0f')" "$(med direct_c1 p50_us | xargs printf '%.0f')"
-printf '  %-62s %-8s (at most %s distinct leaf per run over %s handshakes through sealgate)\n' \
-    "a repeated host mints no certificate" "$(met le "${leaves_max:-99}" 1)" "${leaves_max:-?}" "$SG_CONNS"
+printf '  %-62s %-8s (%s)\n' "keep-alive, sealgate (1 secret) >= 0.7x direct" "$(verdict ge "$r_direct" 0.7)" "$(xs "$r_direct")"
+printf '  %-62s %-8s (%s)\n' "keep-alive, sealgate (1 secret) >= 10x mitmproxy" "$(verdict ge "$r_mitm" 10)" "$(xs "$r_mitm")"
+printf '  %-62s %-8s (%s)\n' "keep-alive, $MANY secrets >= 0.9x 1 secret" "$(verdict ge "$r_many" 0.9)" "$(xs "$r_many")"
+printf '  %-62s %-8s (%s us: p50 %s vs %s us)\n' "added p50 latency at concurrency 1 <= 100 us" "$(verdict le "$added" 100)" \
+    "$added" "$(int "$(med sg1_c1 p50_us)")" "$(int "$(med direct_c1 p50_us)")"
+if [[ -n $leaves_max ]]; then
+    printf '  %-62s %-8s (%s leaf minted for %s over %s handshakes through sealgate, %s in all; the client saw at most %s distinct leaf per run)\n' \
+        "a repeated host mints no certificate" "$(if ((SG_MINTED_HOST <= 1)) && le "$leaves_max" 1; then echo met; else echo "NOT MET"; fi)" \
+        "$SG_MINTED_HOST" "$HOST" "$SG_CONNS" "$SG_MINTED" "$leaves_max"
+fi
+# The same comparisons from CPU time alone: how many requests the 2 cores could serve if
+# nothing but this work ran. Less exposed to a shared machine than the rates.
+echo "   the same from CPU time per request alone (total column; what the cores could serve if nothing else ran): sealgate/direct $(xs "$(ratio "${TOTAL_CPU[direct_ka]:-0}" "${TOTAL_CPU[sg1_ka]:-0}")"), sealgate/mitmproxy $(xs "$(ratio "${TOTAL_CPU[mitm_ka]:-0}" "${TOTAL_CPU[sg1_ka]:-0}")"), $MANY/1 secret $(xs "$(ratio "${TOTAL_CPU[sg1_ka]:-0}" "${TOTAL_CPU[sgN_ka]:-0}")")"
 echo
-ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
-echo "   new connections (TCP + CONNECT + 2 TLS handshakes + 1 request): sealgate $(med sg1_new rps | xargs printf '%.0f')/s with $NEWC in flight (direct $(med direct_new rps | xargs printf '%.0f')/s: $(ratio "$(med sg1_new rps)" "$(med direct_new rps)")x);"
-echo "     one at a time, p50 $(ms "$(med sg1_new1 p50_us)") ms per connection through sealgate, $(ms "$(med direct_new1 p50_us)") ms direct; CPU per new connection through sealgate: sealgate $(med sg1_new cpu_sg_us | xargs printf '%.0f') us, client $(med sg1_new cpu_client_us | xargs printf '%.0f') us, nginx $(med sg1_new cpu_nginx_us | xargs printf '%.0f') us, PostgreSQL $(med sg1_new cpu_pg_us | xargs printf '%.0f') us"
+if has sg1_new || has sg1_new1; then
+    echo "   new connections (TCP + CONNECT + 2 TLS handshakes + 1 request): sealgate $(int "$(med sg1_new rps)")/s with $NEWC in flight (direct $(int "$(med direct_new rps)")/s: $(xs "$(ratio "$(med sg1_new rps)" "$(med direct_new rps)")"));"
+    has sg1_newpool && echo "   without \"Connection: close\" (the client still closes after one request; sealgate may reuse an idle upstream connection from its pool): sealgate $(int "$(med sg1_newpool rps)")/s with $NEWC in flight; nginx CPU per new connection $(int "$(med sg1_newpool cpu_nginx_us)") us (with the header: $(int "$(med sg1_new cpu_nginx_us)") us)"
+    echo "     one at a time, p50 $(ms "$(med sg1_new1 p50_us)") ms per connection through sealgate, $(ms "$(med direct_new1 p50_us)") ms direct; CPU per new connection through sealgate ($NEWC in flight): sealgate $(int "$(med sg1_new cpu_sg_us)") us, client $(int "$(med sg1_new cpu_client_us)") us, nginx $(int "$(med sg1_new cpu_nginx_us)") us, PostgreSQL $(int "$(med sg1_new cpu_pg_us)") us"
+fi
 echo "   for the record, OpenComputer's Go proxy on this kind of machine: ~2.6k keep-alive req/s with 400 tunnels, 2.7 ms per new connection"
-echo "   set-up of $CONC tunnels (median): sealgate $(med sg1_ka setup_s) s, mitmproxy $(med mitm_ka setup_s) s, direct $(med direct_ka setup_s) s"
-((NOT_QUIET == 0)) || echo "   WARNING: $NOT_QUIET runs started while the machine was busy (>= $SETTLE_BUSY cores for ${SETTLE_MAX}s): other processes share the cores; figures are unreliable"
+if has sg1_ka || has mitm_ka; then
+    echo "   time to set up $CONC tunnels (median): sealgate $(secs "$(med sg1_ka setup_s)"), mitmproxy $(secs "$(med mitm_ka setup_s)"), direct $(secs "$(med direct_ka setup_s)")"
+fi
+n_foreign=0
+for id in "${!OUT[@]}"; do
+    n_foreign=$((n_foreign + $(runs "$id" | tr ' ' '\n' | grep -c '\*' || true)))
+done
+((n_foreign == 0)) || echo "   *: $n_foreign runs had other processes using >= $FOREIGN_MAX cores (the machine's busy time minus this benchmark's processes): their rates are low; the CPU-per-request ratios above hold better"
+((NOT_QUIET == 0)) || echo "   WARNING: $NOT_QUIET runs started while the machine was busy (>= $SETTLE_BUSY cores) after waiting for it to be quiet"
 echo "   checks: $CHECK_NOTE; ${USE_NOTE}sealgate warn/error log lines: $SG_WARN; proxy_request lines with a status other than 200: $SG_NON200"
 echo
 echo "finished in $((SECONDS - START_SECONDS)) s"

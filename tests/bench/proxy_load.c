@@ -5,7 +5,8 @@
  *
  *   proxy_load --connect ADDR:PORT --host NAME --port PORT [--proxy] [--proxy-auth-file F]
  *              [--header-file F] [--path P] [--ca F] [--concurrency N] [--seconds S]
- *              [--warmup S] [--requests N] [--new-conn] [--watch NAME=PID[,PID...]]...
+ *              [--warmup S] [--requests N] [--new-conn [--no-connection-close]]
+ *              [--watch NAME=PID[,PID...]]...
  *
  * --connect is where the TCP connection goes: the server itself, or the proxy with --proxy,
  * which then sends "CONNECT NAME:PORT" (with Proxy-Authorization: Basic from the "user:pass"
@@ -22,6 +23,9 @@
  * to the end of its response. --new-conn: every request gets a connection of its own (TCP
  * connect, CONNECT, handshake, the request with "Connection: close", close); its latency runs
  * from connect() to the end of the response, and the rate is new connections per second.
+ * --no-connection-close leaves the header out: the client still closes after the response,
+ * as a process that makes one request and exits does, but the request itself allows
+ * keep-alive, so a proxy may keep its upstream connection for a later tunnel.
  *
  * Runs --warmup seconds untimed, then --seconds timed; a request counts in the window in which
  * it completed. In keep-alive mode the warm-up starts once all N connections are set up (at
@@ -107,7 +111,7 @@ typedef struct {
 static struct {
   struct sockaddr_in addr;
   const char *host, *path, *ca;
-  int port, use_proxy, new_conn, concurrency;
+  int port, use_proxy, new_conn, no_close_header, concurrency;
   double seconds, warmup;
   uint64_t max_requests;
   char request[8192];
@@ -140,7 +144,8 @@ static void usage(void) {
   fprintf(stderr,
           "usage: proxy_load --connect ADDR:PORT --host NAME --port PORT [--proxy]\n"
           "       [--proxy-auth-file F] [--header-file F] [--path P] [--ca F] [--concurrency N]\n"
-          "       [--seconds S] [--warmup S] [--requests N] [--new-conn] [--watch NAME=PID,...]\n");
+          "       [--seconds S] [--warmup S] [--requests N] [--new-conn [--no-connection-close]]\n"
+          "       [--watch NAME=PID,...]\n");
   exit(2);
 }
 
@@ -204,7 +209,7 @@ static void build_requests(const char *header_file, const char *auth_file) {
     off = append_header_lines(cfg.request, off, sizeof cfg.request, h);
     free(h);
   }
-  if (cfg.new_conn)
+  if (cfg.new_conn && !cfg.no_close_header)
     off = append_header_lines(cfg.request, off, sizeof cfg.request, "Connection: close");
   memcpy(cfg.request + off, "\r\n", 2);
   cfg.request_len = off + 2;
@@ -663,6 +668,7 @@ int main(int argc, char **argv) {
                                        {"warmup", required_argument, 0, 'w'},
                                        {"requests", required_argument, 0, 'n'},
                                        {"new-conn", no_argument, 0, 'N'},
+                                       {"no-connection-close", no_argument, 0, 'K'},
                                        {"watch", required_argument, 0, 'W'},
                                        {0, 0, 0, 0}};
   const char *connect_to = NULL, *header_file = NULL, *auth_file = NULL;
@@ -710,6 +716,9 @@ int main(int argc, char **argv) {
       break;
     case 'N':
       cfg.new_conn = 1;
+      break;
+    case 'K':
+      cfg.no_close_header = 1;
       break;
     case 'W':
       parse_watch(optarg);

@@ -425,14 +425,14 @@ Test(subst, reflector_is_armed_with_substituted_values_of_min_len_or_more_only) 
   begin("api.openai.com", NULL, "/");
   /* OPENAI and SHORT substituted, GIT withheld. */
   expect_header("X-Keys", TOK_OPENAI " " TOK_SHORT " " TOK_GIT, V_OPENAI " " V_SHORT " " TOK_GIT);
-  struct sink k;
+  struct sink k = {.len = 0};
   cr_assert(sg_subst_arm_reflector(&s, sink_emit, &k));
   reflect_body("echo: " V_OPENAI " " V_SHORT " " V_GIT " " V_ANY, &k);
   cr_assert_str_eq(k.buf, "echo: " TOK_OPENAI " " V_SHORT " " V_GIT " " V_ANY);
 }
 
 Test(subst, reflector_is_not_armed_when_only_short_values_were_substituted) {
-  struct sink k;
+  struct sink k = {.len = 0};
   begin("api.openai.com", NULL, "/");
   expect_header("X-Short", TOK_SHORT, V_SHORT);
   cr_assert_not(sg_subst_arm_reflector(&s, sink_emit, &k));
@@ -446,7 +446,7 @@ Test(subst, reflector_is_not_armed_when_only_short_values_were_substituted) {
 Test(subst, reflector_records_one_redacted_event_per_secret_echoed) {
   begin("example.com", NULL, "/");
   expect_header("X-Any", TOK_ANY, V_ANY);
-  struct sink k;
+  struct sink k = {.len = 0};
   cr_assert(sg_subst_arm_reflector(&s, sink_emit, &k));
   uint64_t before = sg_audit_dropped();
   reflect_body("nothing echoed", &k);
@@ -464,7 +464,7 @@ Test(subst, reflector_records_one_redacted_event_per_secret_echoed) {
 Test(subst, reflector_can_be_armed_again_for_the_next_response) {
   begin("example.com", NULL, "/");
   expect_header("X-Any", TOK_ANY, V_ANY);
-  struct sink k;
+  struct sink k = {.len = 0};
   cr_assert(sg_subst_arm_reflector(&s, sink_emit, &k));
   cr_assert_eq(sg_redact_feed(&s.reflector, "held any value", 14), 0);
   cr_assert(sg_subst_arm_reflector(&s, sink_emit, &k));
