@@ -174,7 +174,7 @@ static struct {
   size_t n_workers, next_worker, drained;
   listener listeners[3];
   size_t n_listeners;
-  struct event *sigterm, *sigint, *grace, *accept_pause;
+  struct event *sigterm, *sigint, *sighup, *grace, *accept_pause;
   int stopping;
   sg_h2_options h2;
   sg_conn_options plain, tls;
@@ -273,6 +273,25 @@ static void force_close(evutil_socket_t fd, short what, void *arg) {
   sg_logf(SG_LOG_WARN, "shutdown", "grace period over; closing remaining connections");
   for (size_t i = 0; i < srv.n_workers; i++)
     sg_loop_post(srv.workers[i], worker_force_close, NULL);
+}
+
+/* SIGHUP: the gRPC listener's certificate, key and client CA are read again (a renewed
+ * certificate goes live without a restart). Connections already open keep theirs; a file that
+ * does not load leaves the current ones in service. */
+static void on_reload(evutil_socket_t sig, short what, void *arg) {
+  (void)sig;
+  (void)what;
+  (void)arg;
+  if (srv.tls.tls == NULL) {
+    sg_logf(SG_LOG_INFO, "reload", "SIGHUP received: no TLS listener, nothing to reload");
+    return;
+  }
+  char err[512];
+  if (sg_tls_source_reload(srv.tls.tls, err, sizeof(err)) != 0)
+    sg_logf(SG_LOG_WARN, "reload", "SIGHUP: TLS files not reloaded, still serving the old ones: %s",
+            err);
+  else
+    sg_logf(SG_LOG_INFO, "reload", "SIGHUP: TLS certificate reloaded for new connections");
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg) {
@@ -538,7 +557,7 @@ static int run(const sg_serve_extras *extras) {
                                 cfg.handshake_timeout * 1000, cfg.write_timeout * 1000};
   srv.tls = srv.plain;
   if (cfg.grpc_tls_listen != NULL) {
-    srv.tls.tls = sg_tls_server_ctx(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca, err, sizeof(err));
+    srv.tls.tls = sg_tls_source_new(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca, err, sizeof(err));
     if (srv.tls.tls == NULL) {
       fprintf(stderr, "sealgate: %s\n", err);
       return 1;
@@ -551,10 +570,12 @@ static int run(const sg_serve_extras *extras) {
    * send SIGTERM at once. */
   srv.sigterm = evsignal_new(base, SIGTERM, on_signal, NULL);
   srv.sigint = evsignal_new(base, SIGINT, on_signal, NULL);
+  srv.sighup = evsignal_new(base, SIGHUP, on_reload, NULL);
   srv.grace = evtimer_new(base, force_close, NULL);
   srv.accept_pause = evtimer_new(base, resume_accepting, NULL);
   event_add(srv.sigterm, NULL);
   event_add(srv.sigint, NULL);
+  event_add(srv.sighup, NULL);
   if (strcmp(cfg.grpc_listen, "off") != 0 &&
       add_listener(cfg.grpc_listen, &srv.plain, "grpc-listen") != 0)
     return 1;
@@ -594,6 +615,7 @@ static int run(const sg_serve_extras *extras) {
    * SIGTERM into a kill during the last clean-up. We are leaving anyway. */
   signal(SIGTERM, SIG_IGN);
   signal(SIGINT, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
   for (size_t i = 0; i < srv.n_workers; i++)
     sg_loop_join(srv.workers[i]);
   /* Blocking jobs (commands, copies, snapshot builds) end before the loops they report to are
@@ -606,12 +628,12 @@ static int run(const sg_serve_extras *extras) {
     event_free(srv.listeners[i].ev);
   event_free(srv.sigterm);
   event_free(srv.sigint);
+  event_free(srv.sighup);
   event_free(srv.grace);
   event_free(srv.accept_pause);
   sg_loop_free(srv.main);
   free(srv.workers);
-  if (srv.tls.tls != NULL)
-    SSL_CTX_free(srv.tls.tls);
+  sg_tls_source_free(srv.tls.tls);
   sg_proxy_free(srv.proxy);
   srv.proxy = NULL;
   sg_reflection_cleanup();

@@ -473,7 +473,7 @@ void sg_conn_start(sg_loop *loop, int fd, const char *peer, const sg_conn_option
   c->timer = event_new(base, -1, 0, on_timer, c);
   c->h2 = sg_h2_new(opts->h2, base, c->peer, &hooks, c);
   if (opts->tls != NULL) {
-    c->ssl = SSL_new(opts->tls);
+    c->ssl = sg_tls_source_ssl(opts->tls);
     if (c->ssl == NULL)
       sg_fatal("SSL_new failed");
     SSL_set_fd(c->ssl, fd);

@@ -10,11 +10,12 @@
 #include <openssl/ssl.h>
 
 #include "net/loop.h"
+#include "net/tls.h"
 #include "rpc/h2.h"
 
 typedef struct {
   const sg_h2_options *h2;
-  SSL_CTX *tls;                 /* NULL: cleartext h2c with prior knowledge */
+  sg_tls_source *tls;           /* NULL: cleartext h2c with prior knowledge */
   int64_t idle_timeout_ms;      /* no open stream and no frame for this long: GOAWAY (0: never) */
   int64_t handshake_timeout_ms; /* a TLS handshake must finish within this */
   int64_t write_timeout_ms;     /* bytes waiting to be sent that do not move for this long:

@@ -1,9 +1,13 @@
 #include "net/tls.h"
 
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include <nghttp2/nghttp2.h>
 #include <openssl/err.h>
+
+#include "core/mem.h"
 
 /* Selects "h2" or refuses the handshake: sealgate speaks nothing else over TLS. */
 static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
@@ -53,4 +57,51 @@ SSL_CTX *sg_tls_server_ctx(const char *cert_file, const char *key_file, const ch
   }
   SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
   return ctx;
+}
+
+struct sg_tls_source {
+  const char *cert_file, *key_file, *client_ca;
+  pthread_mutex_t lock; /* guards ctx: loops take it for SSL_new, SIGHUP to swap */
+  SSL_CTX *ctx;
+};
+
+sg_tls_source *sg_tls_source_new(const char *cert_file, const char *key_file, const char *client_ca,
+                                 char *err, size_t errlen) {
+  SSL_CTX *ctx = sg_tls_server_ctx(cert_file, key_file, client_ca, err, errlen);
+  if (ctx == NULL)
+    return NULL;
+  sg_tls_source *src = sg_calloc(1, sizeof(*src));
+  src->cert_file = cert_file;
+  src->key_file = key_file;
+  src->client_ca = client_ca;
+  pthread_mutex_init(&src->lock, NULL);
+  src->ctx = ctx;
+  return src;
+}
+
+SSL *sg_tls_source_ssl(sg_tls_source *src) {
+  pthread_mutex_lock(&src->lock);
+  SSL *ssl = SSL_new(src->ctx); /* takes its own reference on the context */
+  pthread_mutex_unlock(&src->lock);
+  return ssl;
+}
+
+int sg_tls_source_reload(sg_tls_source *src, char *err, size_t errlen) {
+  SSL_CTX *ctx = sg_tls_server_ctx(src->cert_file, src->key_file, src->client_ca, err, errlen);
+  if (ctx == NULL)
+    return -1;
+  pthread_mutex_lock(&src->lock);
+  SSL_CTX *old = src->ctx;
+  src->ctx = ctx;
+  pthread_mutex_unlock(&src->lock);
+  SSL_CTX_free(old); /* freed for good once the last connection on it closes */
+  return 0;
+}
+
+void sg_tls_source_free(sg_tls_source *src) {
+  if (src == NULL)
+    return;
+  SSL_CTX_free(src->ctx);
+  pthread_mutex_destroy(&src->lock);
+  free(src);
 }

@@ -14,6 +14,7 @@ certificates, message limits) or that kill the server (shutdown, log counting) s
 import gzip
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -225,6 +226,59 @@ class TlsTest(unittest.TestCase):
         server = self.start_server("--tls-client-ca", self.tls.path("ca.pem"))
         e = rpc_error(check, self.tls_channel(server, client_cert=False))
         self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE)
+
+
+    def test_sighup_reloads_the_certificate_for_new_connections_and_keeps_open_ones(self):
+        other_dir = tempfile.TemporaryDirectory(prefix="sealgate-e2e-tls2-")
+        self.addCleanup(other_dir.cleanup)
+        renewed = helpers.TlsMaterial(other_dir.name)  # another CA: who serves which shows
+        live = tempfile.TemporaryDirectory(prefix="sealgate-e2e-tls-live-")
+        self.addCleanup(live.cleanup)
+        cert, key = os.path.join(live.name, "server.pem"), os.path.join(live.name, "server.key")
+        shutil.copy(self.tls.path("server.pem"), cert)
+        shutil.copy(self.tls.path("server.key"), key)
+        server = helpers.Server(
+            "--grpc-tls-listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key,
+            listeners=("grpc-listen", "grpc-tls-listen"))
+        self.addCleanup(server.cleanup)
+        target = "localhost:%d" % server.port("grpc-tls-listen")
+
+        def channel(material):
+            ch = grpc.secure_channel(target, grpc.ssl_channel_credentials(
+                root_certificates=material.read("ca.pem")))
+            self.addCleanup(ch.close)
+            return ch
+
+        before = channel(self.tls)
+        self.assertEqual(check(before).status, SERVING)
+
+        shutil.copy(renewed.path("server.pem"), cert)
+        shutil.copy(renewed.path("server.key"), key)
+        server.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(server.wait_for_log(r"TLS certificate reloaded"), server.log())
+        self.assertEqual(check(channel(renewed)).status, SERVING, "new connections: the new cert")
+        e = rpc_error(check, channel(self.tls))
+        self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE, "the old cert is not served")
+        # The connection made before the reload is still up: a reconnect with the old CA
+        # could not succeed any more.
+        self.assertEqual(check(before).status, SERVING)
+
+        # A broken file is refused and the current certificate stays in service.
+        with open(cert, "w") as f:
+            f.write("not a certificate\n")
+        server.proc.send_signal(signal.SIGHUP)
+        lines = server.wait_for_log(r"TLS files not reloaded")
+        self.assertTrue(lines, server.log())
+        self.assertIn(cert, lines[0])
+        self.assertEqual(check(channel(renewed)).status, SERVING)
+        self.assertIsNone(server.proc.poll())
+
+    def test_sighup_without_a_tls_listener_is_harmless(self):
+        server = helpers.Server()
+        self.addCleanup(server.cleanup)
+        server.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(server.wait_for_log(r"nothing to reload"), server.log())
+        self.assertEqual(check(grpc.insecure_channel(server.target)).status, SERVING)
 
 
 # ----------------------------------------------------------------------------------------------
