@@ -348,28 +348,38 @@ int sg_cli_rotate_root_key(int argc, char **argv) {
     fprintf(stderr, "sealgate: --root-key-file and --new-root-key-file are required\n");
     return 2;
   }
-  sg_root_key old, new_key;
+  /* Both keys in the secure heap (locked, not dumped) when main() set one up. */
+  sg_root_key *old = OPENSSL_secure_zalloc(sizeof(*old));
+  sg_root_key *new_key = OPENSSL_secure_zalloc(sizeof(*new_key));
+  if (old == NULL || new_key == NULL) {
+    fprintf(stderr, "sealgate: out of memory\n");
+    OPENSSL_secure_free(old);
+    OPENSSL_secure_free(new_key);
+    return 1;
+  }
   char err[512];
-  if (sg_root_key_load(old_file, &old, err, sizeof(err)) != 0 ||
-      sg_root_key_load(new_file, &new_key, err, sizeof(err)) != 0) {
+  if (sg_root_key_load(old_file, old, err, sizeof(err)) != 0 ||
+      sg_root_key_load(new_file, new_key, err, sizeof(err)) != 0) {
     fprintf(stderr, "sealgate: %s\n", err);
-    sg_root_key_clear(&old);
+    sg_root_key_clear(old);
+    OPENSSL_secure_clear_free(old, sizeof(*old));
+    OPENSSL_secure_clear_free(new_key, sizeof(*new_key));
     return 1;
   }
   rv = 1;
   PGconn *pg = NULL;
-  if (strcmp(old.id, new_key.id) == 0) {
+  if (strcmp(old->id, new_key->id) == 0) {
     fprintf(stderr, "sealgate: the old and the new root key are the same key\n");
   } else if ((pg = connect_or_say(db)) != NULL) {
     long long done = 0;
-    rv = rewrap(pg, &old, &new_key, max_orgs, &done);
+    rv = rewrap(pg, old, new_key, max_orgs, &done);
     long long left = count(pg,
                            "SELECT count(*) FROM org_keys k WHERE k.root_key_id = $1 AND NOT "
                            "EXISTS (SELECT 1 FROM org_keys n WHERE n.org_id = k.org_id AND "
                            "n.root_key_id = $2)",
-                           old.id, new_key.id);
-    printf("root key %s -> %s: re-wrapped %lld organization data keys, %lld left\n", old.id,
-           new_key.id, done, left);
+                           old->id, new_key->id);
+    printf("root key %s -> %s: re-wrapped %lld organization data keys, %lld left\n", old->id,
+           new_key->id, done, left);
     if (rv == 0 && retire) {
       if (left != 0) {
         fprintf(stderr,
@@ -378,7 +388,7 @@ int sg_cli_rotate_root_key(int argc, char **argv) {
                 left);
         rv = 1;
       } else {
-        const char *values[] = {old.id, new_key.id};
+        const char *values[] = {old->id, new_key->id};
         PGresult *res = query(pg,
                               "DELETE FROM org_keys k WHERE k.root_key_id = $1 AND EXISTS "
                               "(SELECT 1 FROM org_keys n WHERE n.org_id = k.org_id AND "
@@ -393,7 +403,9 @@ int sg_cli_rotate_root_key(int argc, char **argv) {
     }
     PQfinish(pg);
   }
-  sg_root_key_clear(&old);
-  sg_root_key_clear(&new_key);
+  sg_root_key_clear(old);
+  sg_root_key_clear(new_key);
+  OPENSSL_secure_clear_free(old, sizeof(*old));
+  OPENSSL_secure_clear_free(new_key, sizeof(*new_key));
   return rv;
 }

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "core/secure.h"
 #include "serve.h"
 
 #ifndef SG_VERSION
@@ -31,8 +32,12 @@ int main(int argc, char **argv) {
     return sg_cli_migrate(argc - 2, argv + 2);
   if (strcmp(cmd, "admin") == 0)
     return sg_cli_admin(argc - 2, argv + 2);
-  if (strcmp(cmd, "rotate-root-key") == 0)
+  if (strcmp(cmd, "rotate-root-key") == 0) {
+    char why[200];
+    if (sg_secure_process(why, sizeof(why)) != SG_SECURE_OK)
+      fprintf(stderr, "sealgate: warning: %s\n", why);
     return sg_cli_rotate_root_key(argc - 2, argv + 2);
+  }
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("sealgate %s\n", SG_VERSION);
     return 0;

@@ -13,17 +13,22 @@
 
 #include "core/flags.h"
 #include "core/log.h"
+#include "core/secure.h"
 #include "core/mem.h"
+#include "core/metrics.h"
+#include "core/stats.h"
 #include "db/audit_writer.h"
 #include "db/migrate.h"
 #include "db/notify.h"
 #include "db/pool.h"
+#include "net/admin.h"
 #include "net/conn.h"
 #include "net/listener.h"
 #include "net/loop.h"
 #include "net/tls.h"
 #include "proxy/ca.h"
 #include "proxy/proxy.h"
+#include "rpc/rpcstats.h"
 #include "runtime/proc.h"
 #include "runtime/work.h"
 #include "service/api.h"
@@ -60,6 +65,7 @@ typedef struct {
   const char *proxy_advertise;
   const char *sandbox_ca_file;
   const char *proxy_listen;
+  const char *admin_listen;
   const char *upstream_ca;
   sg_strlist proxy_allow_cidr, proxy_allow_port, proxy_resolve;
   long long proxy_max_head_bytes, proxy_max_body_bytes;
@@ -101,6 +107,8 @@ static const sg_flag flags[] = {
      "run sandboxes as local processes (RunCommand); for development and tests"},
     {"proxy-listen", SG_FLAG_STR, &cfg.proxy_listen, 0, 0, "HOST:PORT",
      "the egress proxy's listener (HTTP forward proxy for sandboxes)"},
+    {"admin-listen", SG_FLAG_STR, &cfg.admin_listen, 0, 0, "HOST:PORT",
+     "admin HTTP listener: Prometheus /metrics, /healthz (liveness), /readyz (readiness)"},
     {"proxy-advertise", SG_FLAG_STR, &cfg.proxy_advertise, 0, 0, "HOST:PORT",
      "the egress proxy's address put in sandboxes' proxy.url (default: the --proxy-listen "
      "address, else 127.0.0.1:3128)"},
@@ -182,6 +190,9 @@ static struct {
   sg_proxy *proxy;
   sg_proxy_options proxy_opts;
   char proxy_address[80];
+  sg_metrics *metrics;
+  sg_rpc_stats *rpc_stats;
+  sg_admin *admin;
 } srv;
 
 typedef struct {
@@ -432,6 +443,59 @@ static void proxy_advertised(char *out, size_t cap) {
 
 static sg_ca *srv_ca; /* the proxy CA, from --data-dir */
 
+/* --- Metrics and health (--admin-listen) ---------------------------------------------------- */
+
+#ifndef SG_VERSION
+#define SG_VERSION "dev"
+#endif
+
+/* /readyz: traffic is welcome unless we are draining (on_signal sets every health status to
+ * NOT_SERVING first thing) or no loop has a database connection. Runs on the admin thread. */
+static const char *not_ready(void *arg) {
+  (void)arg;
+  int status;
+  if (sg_health_get("", &status) == 0 && status != SG_HEALTH_SERVING)
+    return "draining: shutting down";
+  if (sg_gauge_get(&sg_stats.db_connections_up) <= 0)
+    return "database unreachable";
+  return NULL;
+}
+
+/* Registers every metric and starts the admin endpoint if asked for. Before the loops start:
+ * the RPC table must be in place before the first call. Returns 0, or -1 after saying why. */
+static int start_metrics(sg_router *router) {
+  srv.metrics = sg_metrics_new();
+  sg_stats_register(srv.metrics, SG_VERSION);
+  srv.rpc_stats = sg_rpc_stats_new(router, srv.metrics);
+  srv.h2.stats = srv.rpc_stats;
+  sg_notify_metrics(srv.metrics);
+  sg_audit_metrics(srv.metrics);
+  if (cfg.admin_listen == NULL)
+    return 0;
+  char err[256];
+  sg_admin_options opts = {srv.metrics, not_ready, NULL};
+  if ((srv.admin = sg_admin_start(cfg.admin_listen, &opts, err, sizeof(err))) == NULL) {
+    fprintf(stderr, "sealgate: --admin-listen: %s\n", err);
+    return -1;
+  }
+  sg_log_begin(SG_LOG_INFO, "listening");
+  sg_log_cstr("listener", "admin-listen");
+  sg_log_cstr("address", sg_admin_address(srv.admin));
+  sg_log_end();
+  return 0;
+}
+
+/* After the loops have stopped: no call is left to count. */
+static void stop_metrics(void) {
+  sg_admin_stop(srv.admin);
+  srv.admin = NULL;
+  srv.h2.stats = NULL;
+  sg_metrics_free(srv.metrics);
+  srv.metrics = NULL;
+  sg_rpc_stats_free(srv.rpc_stats);
+  srv.rpc_stats = NULL;
+}
+
 int sg_serve_main(int argc, char **argv, const sg_serve_extras *extras) {
   char err[512];
   int rv = sg_flags_parse(flags, SG_ARRAY_LEN(flags), argc, argv, NULL, err, sizeof(err));
@@ -495,6 +559,9 @@ static void worker_start_sweep(void *arg) {
 /* Everything between the checked flags and the exit status. */
 static int run(const sg_serve_extras *extras) {
   char err[512];
+  /* Before any key is read: no core dumps, keys in locked memory (core/secure.h). */
+  if (sg_secure_process(err, sizeof(err)) != SG_SECURE_OK)
+    sg_logf(SG_LOG_WARN, "secure_memory", "%s", err);
   if (sg_keyring_init(cfg.root_key_file, err, sizeof(err)) != 0) {
     fprintf(stderr, "sealgate: --root-key-file: %s\n", err);
     return 1;
@@ -584,6 +651,10 @@ static int run(const sg_serve_extras *extras) {
     return 1;
   if (cfg.proxy_listen != NULL && add_listener(cfg.proxy_listen, NULL, "proxy-listen") != 0)
     return 1;
+  if (start_metrics(router) != 0) {
+    stop_metrics();
+    return 1;
+  }
   static char advertise[96]; /* sandbox.c keeps the pointer */
   proxy_advertised(advertise, sizeof(advertise));
   sg_sandbox_config sandboxes = {advertise, sg_ca_cert_pem(ca), cfg.sandbox_ca_file};
@@ -618,6 +689,7 @@ static int run(const sg_serve_extras *extras) {
   signal(SIGHUP, SIG_IGN);
   for (size_t i = 0; i < srv.n_workers; i++)
     sg_loop_join(srv.workers[i]);
+  stop_metrics();
   /* Blocking jobs (commands, copies, snapshot builds) end before the loops they report to are
    * freed; their reports to the stopped loops are dropped. Commands are killed, not awaited. */
   sg_proc_kill_all();

@@ -105,6 +105,24 @@ uint64_t sg_audit_dropped(void) {
   return atomic_load(&dropped);
 }
 
+static double read_written(void *arg) {
+  (void)arg;
+  return (double)sg_audit_written();
+}
+
+static double read_dropped(void *arg) {
+  (void)arg;
+  return (double)sg_audit_dropped();
+}
+
+void sg_audit_metrics(sg_metrics *m) {
+  sg_metrics_counter_fn(m, "sealgate_audit_events_written_total",
+                        "Audit events written to PostgreSQL.", NULL, read_written, NULL);
+  sg_metrics_counter_fn(m, "sealgate_audit_events_dropped_total",
+                        "Audit events dropped (queue full, writer stopped, malformed).", NULL,
+                        read_dropped, NULL);
+}
+
 const char *sg_audit_decision_name(sg_audit_decision decision) {
   switch (decision) {
   case SG_AUDIT_SUBSTITUTED:

@@ -23,6 +23,8 @@
 
 #include <stdint.h>
 
+#include "core/metrics.h"
+
 #define SG_AUDIT_BATCH_MS        100
 #define SG_AUDIT_BATCH_MAX       1000
 #define SG_AUDIT_QUEUE_MAX       100000
@@ -83,6 +85,10 @@ void sg_audit_flush_now(void);
  * metrics). */
 uint64_t sg_audit_written(void);
 uint64_t sg_audit_dropped(void);
+
+/* Registers sealgate_audit_events_written_total and sealgate_audit_events_dropped_total on
+ * |m|, read at scrape time. */
+void sg_audit_metrics(sg_metrics *m);
 
 /* The decision as AuditEvent.decision spells it ("substituted", ...), or NULL for a value that
  * is none of the four. */

@@ -42,6 +42,26 @@ uint64_t sg_notify_count(void) {
   return atomic_load(&received);
 }
 
+static double read_received(void *arg) {
+  (void)arg;
+  return (double)sg_notify_count();
+}
+
+static double read_listening(void *arg) {
+  (void)arg;
+  return atomic_load(&listening) ? 1 : 0;
+}
+
+void sg_notify_metrics(sg_metrics *m) {
+  sg_metrics_counter_fn(m, "sealgate_notify_received_total",
+                        "Cache-invalidation notifications received from PostgreSQL.", NULL,
+                        read_received, NULL);
+  sg_metrics_gauge_fn(m, "sealgate_notify_listening",
+                      "1 while cache invalidations are heard (the LISTEN connection is up); "
+                      "0 while caches are bypassed.",
+                      NULL, read_listening, NULL);
+}
+
 static void bump_all(void) {
   for (int k = 0; k < SG_GEN_COUNT; k++)
     sg_gen_bump((sg_gen_kind)k);

@@ -16,6 +16,8 @@
 
 #include <stdint.h>
 
+#include "core/metrics.h"
+
 typedef enum {
   SG_GEN_API_KEYS,
   SG_GEN_STORES,
@@ -43,5 +45,9 @@ void sg_gen_bump(sg_gen_kind kind);
 
 /* Notifications received since start (tests and metrics). */
 uint64_t sg_notify_count(void);
+
+/* Registers sealgate_notify_received_total and sealgate_notify_listening (1 while the
+ * LISTEN connection is up) on |m|; both are read at scrape time. */
+void sg_notify_metrics(sg_metrics *m);
 
 #endif

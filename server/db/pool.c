@@ -8,6 +8,7 @@
 #include "core/list.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/stats.h"
 
 /* Queries one connection carries at once before the pool prefers another or queues. */
 #define SG_DB_MAX_INFLIGHT   128
@@ -23,6 +24,7 @@ typedef struct sg_db_req {
   void *arg;
   PGresult *result;
   int query_done; /* PQgetResult gave the NULL that ends the query's results */
+  int counted;    /* sent to a connection: in sealgate_db_queries_in_flight */
 } sg_db_req;
 
 typedef enum { CONN_DOWN, CONN_CONNECTING, CONN_PREPARING, CONN_READY } conn_state;
@@ -71,6 +73,20 @@ const char *sg_db_sqlstate(const PGresult *res) {
 
 /* --- Delivering failures ------------------------------------------------------------------- */
 
+/* Metrics: a query leaves the in-flight gauge, if it was in it, and counts its outcome. */
+static void count_done(sg_db_req *r, sg_db_result result) {
+  if (r->counted)
+    sg_gauge_add(&sg_stats.db_queries_inflight, -1);
+  r->counted = 0;
+  sg_counter_inc(&sg_stats.db_queries[result]);
+}
+
+static void set_ready(db_conn *c, int ready) {
+  if ((c->state == CONN_READY) != ready)
+    sg_gauge_add(&sg_stats.db_connections_up, ready ? 1 : -1);
+  c->state = ready ? CONN_READY : CONN_DOWN;
+}
+
 static void on_deliver(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
@@ -80,6 +96,8 @@ static void on_deliver(evutil_socket_t fd, short what, void *arg) {
     sg_list_remove(&r->link);
     if (r->result != NULL)
       PQclear(r->result);
+    if (r->stmt >= 0)
+      count_done(r, SG_DB_RESULT_UNAVAILABLE);
     if (r->cb != NULL)
       r->cb(r->arg, NULL);
     free(r);
@@ -140,11 +158,12 @@ static void conn_down(db_conn *c, const char *why) {
   if (c->pg != NULL)
     PQfinish(c->pg);
   c->pg = NULL;
-  c->state = CONN_DOWN;
+  set_ready(c, 0);
   fail_all(db, &c->inflight);
   c->n_inflight = 0;
   if (!any_ready(db)) {
     fail_all(db, &db->waiting);
+    sg_gauge_add(&sg_stats.db_queries_queued, -(int64_t)db->n_waiting);
     db->n_waiting = 0;
   }
   if (db->closing)
@@ -203,7 +222,7 @@ static void setup_step_done(void *arg, PGresult *res) {
     conn_down(c, "preparing statements failed (is the schema migrated?)");
     return;
   }
-  c->state = CONN_READY;
+  set_ready(c, 1);
   if (c->down_logged)
     sg_logf(SG_LOG_INFO, "db_connection_restored", "connected to the database again");
   c->down_logged = 0;
@@ -214,6 +233,7 @@ static void setup_step_done(void *arg, PGresult *res) {
     sg_db_req *r = SG_CONTAINER_OF(db->waiting.next, sg_db_req, link);
     sg_list_remove(&r->link);
     db->n_waiting--;
+    sg_gauge_add(&sg_stats.db_queries_queued, -1);
     conn_send(c, r);
   }
 }
@@ -273,6 +293,15 @@ static void conn_connecting(db_conn *c) {
   }
 }
 
+/* Server notices (e.g. PostgreSQL's "WARNING: terminating connection due to immediate
+ * shutdown command" as a failover begins) are not for the log: libpq's default processor would
+ * print them raw on stderr, among the structured lines. The loss itself is logged by conn_down.
+ */
+static void quiet_notice(void *arg, const char *message) {
+  (void)arg;
+  (void)message;
+}
+
 static void conn_start(db_conn *c) {
   const char *keys[] = {"dbname", "fallback_application_name", NULL};
   const char *values[] = {c->db->opts->conninfo, "sealgate", NULL};
@@ -281,6 +310,7 @@ static void conn_start(db_conn *c) {
     conn_down(c, "cannot start a connection (bad connection string?)");
     return;
   }
+  PQsetNoticeProcessor(c->pg, quiet_notice, NULL);
   c->state = CONN_CONNECTING;
   conn_watch(c, 0, 1);
 }
@@ -291,6 +321,11 @@ static void complete_head(db_conn *c) {
   sg_db_req *r = SG_CONTAINER_OF(c->inflight.next, sg_db_req, link);
   sg_list_remove(&r->link);
   c->n_inflight--;
+  if (r->stmt >= 0) {
+    ExecStatusType st = r->result != NULL ? PQresultStatus(r->result) : PGRES_FATAL_ERROR;
+    count_done(r, st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK ? SG_DB_RESULT_OK
+                                                                  : SG_DB_RESULT_ERROR);
+  }
   r->cb(r->arg, r->result);
   if (r->result != NULL)
     PQclear(r->result);
@@ -355,6 +390,8 @@ static void conn_send(db_conn *c, sg_db_req *r) {
   const sg_db_stmt *st = &c->db->opts->stmts[r->stmt];
   sg_list_push(c->inflight.prev, &r->link);
   c->n_inflight++;
+  r->counted = 1;
+  sg_gauge_add(&sg_stats.db_queries_inflight, 1);
   if (!PQsendQueryPrepared(c->pg, st->name, st->n_params, r->values, r->lengths, r->formats, 0) ||
       !PQpipelineSync(c->pg)) {
     conn_down(c, "sending a query failed");
@@ -400,6 +437,7 @@ void sg_db_exec(sg_db *db, int stmt, const char *const *values, const int *lengt
   } else if (!db->closing && worth_waiting(db) && db->n_waiting < (size_t)db->opts->max_queued) {
     sg_list_push(db->waiting.prev, &r->link);
     db->n_waiting++;
+    sg_gauge_add(&sg_stats.db_queries_queued, 1);
   } else {
     fail_later(db, r);
   }
@@ -440,9 +478,12 @@ void sg_db_free(sg_db *db) {
     if (c->pg != NULL)
       PQfinish(c->pg);
     c->pg = NULL;
+    set_ready(c, 0);
     fail_all(db, &c->inflight);
   }
   fail_all(db, &db->waiting);
+  sg_gauge_add(&sg_stats.db_queries_queued, -(int64_t)db->n_waiting);
+  db->n_waiting = 0;
   on_deliver(-1, 0, db); /* the loop is ending: tell everyone now */
   event_free(db->deliver);
   free(db->conns);

@@ -12,6 +12,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/stats.h"
 #include "proxy/addr.h"
 #include "proxy/scan.h"
 #include "proxy/subst.h"
@@ -43,6 +44,7 @@ typedef struct stream {
   struct evbuffer *reqbuf, *respbuf;
   int redact_body;
   int status;
+  int refused; /* the proxy answered (refuse, or no upstream response), not upstream */
   int64_t started_ns;
   struct stream *next_waiting;
   struct stream *prev, *next; /* the tunnel's streams */
@@ -140,6 +142,7 @@ static void stream_log(stream *st) {
   sg_log_cstr("peer", st->t->peer);
   sg_log_double("ms", (double)(sg_now_ns() - st->started_ns) / 1e6);
   sg_log_end();
+  sg_stats_proxy_request(st->status, st->refused ? SG_PROXY_REFUSED : SG_PROXY_FORWARDED);
 }
 
 /* Both sides are done with |st|: it goes. */
@@ -238,6 +241,7 @@ static void refuse(stream *st, int status, const char *why) {
       {(uint8_t *)"content-type", (uint8_t *)"text/plain", 12, 10, 0},
   };
   st->status = status;
+  st->refused = 1;
   st->resp_ended = 1;
   st->respbuf = st->respbuf ? st->respbuf : evbuffer_new();
   evbuffer_add(st->respbuf, why, strlen(why));
@@ -555,8 +559,10 @@ static int u_stream_close(nghttp2_session *s, int32_t sid, uint32_t code, void *
   st->up_closed = 1;
   if (!st->cli_closed) {
     if (code != NGHTTP2_NO_ERROR || !st->resp_submitted) {
-      if (!st->resp_submitted)
+      if (!st->resp_submitted) {
         st->status = 502;
+        st->refused = 1;
+      }
       nghttp2_submit_rst_stream(t->cs, NGHTTP2_FLAG_NONE, st->cid,
                                 code ? code : NGHTTP2_INTERNAL_ERROR);
     }

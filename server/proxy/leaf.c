@@ -9,6 +9,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/stats.h"
 #include "policy/host.h"
 
 #define LEAF_REMINT_NS (24LL * 3600 * 1000000000)
@@ -132,6 +133,7 @@ int sg_leaf_cache_use(sg_leaf_cache *c, const char *host, SSL *ssl, char *err, s
   entry *e = lookup(c, host);
   int rv = e != NULL ? use_entry(e, ssl, err, errlen) : 1;
   pthread_mutex_unlock(&c->lock);
+  sg_stats_cache(SG_CACHE_LEAF_CERT, e != NULL);
   if (rv != 1)
     return rv;
 
@@ -140,6 +142,7 @@ int sg_leaf_cache_use(sg_leaf_cache *c, const char *host, SSL *ssl, char *err, s
   if (cert == NULL)
     return -1;
   uint64_t minted = atomic_fetch_add(&c->minted, 1) + 1;
+  sg_counter_inc(&sg_stats.proxy_leaves_minted);
   sg_log_begin(SG_LOG_INFO, "proxy_leaf_minted");
   sg_log_cstr("host", host);
   sg_log_int("minted", (int64_t)minted);

@@ -21,6 +21,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/stats.h"
 #include "crypto/token.h"
 #include "net/listener.h"
 #include "policy/host.h"
@@ -102,6 +103,7 @@ typedef struct pconn {
   sg_scanner scanner;
   struct evbuffer *pending; /* scanned body bytes waiting to become a chunk */
   int64_t started_ns;
+  int tunnel_counted; /* in sealgate_proxy_tunnels_open */
 
   /* The response at hand. */
   int resp_head_done;
@@ -182,6 +184,11 @@ static void log_request(pconn *pc, int status, const char *why) {
   sg_log_end();
 }
 
+/* The metrics' view of the same request; |why| is set when the proxy answered itself. */
+static void count_request(int status, const char *why) {
+  sg_stats_proxy_request(status, why != NULL ? SG_PROXY_REFUSED : SG_PROXY_FORWARDED);
+}
+
 static void audit(pconn *pc, const sg_view_secret *s, sg_audit_decision d, const char *reason) {
   pc->rq.view = pc->view;
   pc->rq.host = pc->target.host;
@@ -209,6 +216,7 @@ static void fail(pconn *pc, int status, const char *why) {
   if (pc->state == P_CLOSING)
     return;
   log_request(pc, status, why);
+  count_request(status, why);
   if (pc->cli == NULL) {
     pc_free(pc);
     return;
@@ -345,6 +353,8 @@ static void pool_drop_all(void) {
 /* --- Connection life ------------------------------------------------------------------- */
 
 static void pc_free(pconn *pc) {
+  if (pc->tunnel_counted)
+    sg_gauge_add(&sg_stats.proxy_tunnels_open, -1);
   if (pc->h2 != NULL)
     sg_h2_tunnel_free(pc->h2);
   pool_park(pc);
@@ -844,6 +854,7 @@ static void start_client_tls(pconn *pc) {
     return;
   }
   log_request(pc, 200, NULL);
+  sg_stats_proxy_request(200, SG_PROXY_CONNECT);
   /* The answer goes out in the clear, then the socket changes hands to a TLS bufferevent. */
   char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
   evutil_socket_t fd = bufferevent_getfd(pc->cli);
@@ -854,6 +865,8 @@ static void start_client_tls(pconn *pc) {
     pc_free(pc);
     return;
   }
+  pc->tunnel_counted = 1;
+  sg_gauge_add(&sg_stats.proxy_tunnels_open, 1);
   /* Detach the fd from the plain bufferevent without closing it. */
   bufferevent_setfd(pc->cli, -1);
   bufferevent_free(pc->cli);
@@ -1091,6 +1104,7 @@ static void begin_response(pconn *pc) {
 /* The response is complete: get ready for the next request, or close. */
 static void end_response(pconn *pc) {
   log_request(pc, pc->resp_status, NULL);
+  count_request(pc->resp_status, NULL);
   if (pc->redacting)
     sg_redact_free(&pc->rq.reflector);
   pc->redacting = 0;
@@ -1216,6 +1230,7 @@ static int relay_response_head(pconn *pc) {
     sg_h1_chunked_init(&pc->resp_chunked, 0);
   if (upgrading) {
     log_request(pc, 101, NULL);
+    count_request(101, NULL);
     pc->state = P_PIPE;
     bufferevent_set_timeouts(pc->cli, NULL, NULL);
     bufferevent_set_timeouts(pc->up, NULL, NULL);

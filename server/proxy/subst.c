@@ -7,6 +7,7 @@
 #include <openssl/crypto.h>
 
 #include "core/mem.h"
+#include "core/stats.h"
 #include "proxy/scan.h"
 #include "rpc/b64.h"
 
@@ -195,6 +196,8 @@ char *sg_subst_target(sg_subst *s, const char *target, size_t len, size_t *out_l
 
 void sg_subst_audit_event(const sg_subst *s, const sg_view_secret *secret,
                           sg_audit_decision decision, const char *reason) {
+  if ((unsigned)decision < SG_PROXY_DECISION_COUNT)
+    sg_counter_inc(&sg_stats.proxy_decisions[decision]);
   if (s->view == NULL)
     return;
   sg_audit_event ev = {

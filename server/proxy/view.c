@@ -9,6 +9,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/stats.h"
 #include "crypto/seal.h"
 #include "db/notify.h"
 #include "db/pgtext.h"
@@ -376,10 +377,12 @@ sg_view *sg_view_get(const char *sandbox_id, sg_view_cb cb, void *arg) {
   if (cache != NULL) {
     sg_view *v = cache[id_slot(sandbox_id)];
     if (v != NULL && strcmp(v->sandbox_id, sandbox_id) == 0 && sg_view_fresh(v)) {
+      sg_stats_cache(SG_CACHE_PROXY_VIEW, 1);
       sg_view_ref(v);
       return v;
     }
   }
+  sg_stats_cache(SG_CACHE_PROXY_VIEW, 0);
   waiter *w = sg_malloc(sizeof(*w));
   w->cb = cb;
   w->arg = arg;

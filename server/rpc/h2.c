@@ -14,6 +14,7 @@
 #include "rpc/b64.h"
 #include "rpc/call_int.h"
 #include "rpc/pbcheck.h"
+#include "rpc/rpcstats.h"
 #include "rpc/timeout.h"
 
 /* Request bodies stream in; a generous window keeps large messages from stalling on
@@ -45,7 +46,7 @@ static sg_call *stream_call(sg_h2 *h2, int32_t stream_id) {
 
 /* --- The RPC log line ---------------------------------------------------------------------- */
 
-static void log_rpc(const sg_call *call, int code) {
+static void log_rpc(const sg_call *call, int code, int64_t duration_ns) {
   if (!sg_log_enabled(SG_LOG_INFO))
     return;
   sg_log_begin(SG_LOG_INFO, "rpc");
@@ -56,7 +57,7 @@ static void log_rpc(const sg_call *call, int code) {
   sg_log_cstr("status", sg_status_code_name(code));
   if (call->http_status != 0)
     sg_log_int("http_status", call->http_status);
-  sg_log_double("duration_ms", (double)(sg_now_ns() - call->start_ns) / 1e6);
+  sg_log_double("duration_ms", (double)duration_ns / 1e6);
   sg_log_cstr("peer", call->peer);
   sg_log_cstr("org", call->org ? call->org : "-");
   if (call->route != NULL && call->route->kind != SG_METHOD_UNARY) {
@@ -434,9 +435,13 @@ static void close_call(sg_h2 *h2, sg_call *call) {
   sg_list_remove(&call->link);
   h2->open--;
   sg_call_detach(call);
-  log_rpc(call, call->status >= 0       ? call->status
-                : call->deadline_passed ? SG_STATUS_DEADLINE_EXCEEDED
-                                        : SG_STATUS_CANCELLED);
+  int code = call->status >= 0       ? call->status
+             : call->deadline_passed ? SG_STATUS_DEADLINE_EXCEEDED
+                                     : SG_STATUS_CANCELLED;
+  int64_t duration_ns = sg_now_ns() - call->start_ns;
+  log_rpc(call, code, duration_ns);
+  if (h2->opts->stats != NULL)
+    sg_rpc_stats_observe(h2->opts->stats, call->route, code, duration_ns);
   sg_call_cancel(call);
   sg_call_release(call);
 }

@@ -36,6 +36,8 @@ typedef struct {
    * connection gets GOAWAY(ENHANCE_YOUR_CALM). */
   uint32_t reset_burst;
   uint32_t reset_rate;
+  /* Every finished call is counted here (rpc/rpcstats.h); NULL: not counted. */
+  struct sg_rpc_stats *stats;
 } sg_h2_options;
 
 typedef struct {

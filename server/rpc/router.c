@@ -10,6 +10,7 @@
 struct sg_router {
   sg_route **slots;
   size_t n_slots, n_routes;
+  sg_route **routes; /* by index */
   const sg_service **services;
   size_t n_services;
 };
@@ -40,6 +41,7 @@ void sg_router_free(sg_router *r) {
     }
   }
   free(r->slots);
+  free(r->routes);
   free(r->services);
   free(r);
 }
@@ -90,6 +92,9 @@ void sg_router_add(sg_router *r, const sg_service *svc) {
     route->kind = impl ? impl->kind : SG_METHOD_UNARY;
     route->handler = impl ? impl->handler : NULL;
     route->service = svc;
+    route->index = r->n_routes;
+    r->routes = sg_realloc(r->routes, (r->n_routes + 1) * sizeof(*r->routes));
+    r->routes[r->n_routes] = route;
     if ((r->n_routes + 1) * 2 > r->n_slots)
       grow(r);
     insert(r->slots, r->n_slots, route);
@@ -105,6 +110,14 @@ const sg_route *sg_router_find(const sg_router *r, const char *path, size_t len)
     if (route->path_len == len && memcmp(route->path, path, len) == 0)
       return route;
   return NULL;
+}
+
+size_t sg_router_count(const sg_router *r) {
+  return r->n_routes;
+}
+
+const sg_route *sg_router_route(const sg_router *r, size_t i) {
+  return i < r->n_routes ? r->routes[i] : NULL;
 }
 
 const sg_service *const *sg_router_services(const sg_router *r, size_t *n) {

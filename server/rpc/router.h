@@ -15,6 +15,7 @@ typedef struct {
   sg_method_kind kind;
   sg_handler_fn handler; /* NULL: the method is declared but not implemented */
   const sg_service *service;
+  size_t index; /* 0, 1, ... in the order routes were added (sg_router_route) */
 } sg_route;
 
 typedef struct sg_router sg_router;
@@ -29,6 +30,10 @@ void sg_router_add(sg_router *router, const sg_service *service);
 
 /* Returns the route for |path|, or NULL for an unknown service or method. */
 const sg_route *sg_router_find(const sg_router *router, const char *path, size_t len);
+
+/* The number of routes, and route |i| (< that number) in the order they were added. */
+size_t sg_router_count(const sg_router *router);
+const sg_route *sg_router_route(const sg_router *router, size_t i);
 
 /* The services added, in order. */
 const sg_service *const *sg_router_services(const sg_router *router, size_t *n);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/stats.h"
 #include "crypto/apikey.h"
 #include "db/notify.h"
 #include "db/pool.h"
@@ -95,7 +96,9 @@ void sg_auth(sg_call *call, sg_auth_next next, void *arg) {
   lookup *l = sg_arena_zalloc(sg_call_arena(call), sizeof(*l));
   sg_api_key_digest(h + sizeof(bearer) - 1, len - (sizeof(bearer) - 1), l->digest);
   cache_entry *e = slot(l->digest);
-  if (fresh(e) && sg_api_digest_equal(e->digest, l->digest)) {
+  int hit = fresh(e) && sg_api_digest_equal(e->digest, l->digest);
+  sg_stats_cache(SG_CACHE_API_KEY, hit);
+  if (hit) {
     if (e->org_id[0] == '\0')
       sg_call_finish(call, SG_STATUS_UNAUTHENTICATED, "unknown or revoked API key");
     else

@@ -17,57 +17,72 @@
 #define CACHE_SLOTS 4096 /* direct-mapped; a miss costs one indexed read */
 #define ORG_ID_MAX  64
 
-typedef struct {
-  char org_id[ORG_ID_MAX + 1];
-  uint8_t dek[SG_KEY_LEN];
-} cache_entry;
-
-static sg_root_key root;
-static int root_loaded;
-static cache_entry cache[CACHE_SLOTS];
+/* The key bytes live in OpenSSL's secure heap (core/secure.h: locked, not in core dumps)
+ * when the process set one up, else in ordinary memory; either way they are zeroed on
+ * cleanup. Slot i's data key is deks[i]. */
+static char cache_orgs[CACHE_SLOTS][ORG_ID_MAX + 1];
+static uint8_t (*deks)[SG_KEY_LEN];
+static sg_root_key *root;
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 
 int sg_keyring_init(const char *path, char *err, size_t errlen) {
-  if (sg_root_key_load(path, &root, err, errlen) != 0)
+  sg_keyring_cleanup();
+  root = OPENSSL_secure_zalloc(sizeof(*root));
+  deks = OPENSSL_secure_zalloc(CACHE_SLOTS * sizeof(*deks));
+  if (root == NULL || deks == NULL) {
+    snprintf(err, errlen, "out of memory for keys");
+    sg_keyring_cleanup();
     return -1;
-  root_loaded = 1;
+  }
+  if (sg_root_key_load(path, root, err, errlen) != 0) {
+    sg_keyring_cleanup();
+    return -1;
+  }
   return 0;
 }
 
 void sg_keyring_cleanup(void) {
   pthread_mutex_lock(&cache_lock);
-  OPENSSL_cleanse(cache, sizeof(cache));
+  if (deks != NULL)
+    OPENSSL_secure_clear_free(deks, CACHE_SLOTS * sizeof(*deks));
+  deks = NULL;
+  memset(cache_orgs, 0, sizeof(cache_orgs));
   pthread_mutex_unlock(&cache_lock);
-  sg_root_key_clear(&root);
-  root_loaded = 0;
+  if (root != NULL) {
+    sg_root_key_clear(root);
+    OPENSSL_secure_clear_free(root, sizeof(*root));
+  }
+  root = NULL;
 }
 
 const sg_root_key *sg_keyring_root(void) {
-  return root_loaded ? &root : NULL;
+  return root;
 }
 
-static cache_entry *slot(const char *org_id) {
+static size_t slot(const char *org_id) {
   uint32_t h = 2166136261u;
   for (const char *p = org_id; *p; p++)
     h = (h ^ (uint8_t)*p) * 16777619u;
-  return &cache[h % CACHE_SLOTS];
+  return h % CACHE_SLOTS;
 }
 
 static int cache_get(const char *org_id, uint8_t dek[SG_KEY_LEN]) {
+  size_t i = slot(org_id);
   pthread_mutex_lock(&cache_lock);
-  cache_entry *e = slot(org_id);
-  int hit = strcmp(e->org_id, org_id) == 0;
+  int hit = deks != NULL && strcmp(cache_orgs[i], org_id) == 0;
   if (hit)
-    memcpy(dek, e->dek, SG_KEY_LEN);
+    memcpy(dek, deks[i], SG_KEY_LEN);
   pthread_mutex_unlock(&cache_lock);
   return hit;
 }
 
 static void cache_put(const char *org_id, const uint8_t dek[SG_KEY_LEN]) {
+  size_t i = slot(org_id);
   pthread_mutex_lock(&cache_lock);
-  cache_entry *e = slot(org_id);
-  snprintf(e->org_id, sizeof(e->org_id), "%s", org_id);
-  memcpy(e->dek, dek, SG_KEY_LEN);
+  if (deks != NULL) {
+    snprintf(cache_orgs[i], sizeof(cache_orgs[i]), "%s", org_id);
+    memcpy(deks[i], dek, SG_KEY_LEN);
+  }
   pthread_mutex_unlock(&cache_lock);
 }
 
@@ -96,7 +111,7 @@ static void fetch(op *o);
 static void key_unavailable(op *o, const char *why) {
   sg_log_begin(SG_LOG_ERROR, "data_key_unavailable");
   sg_log_cstr("org", o->org_id);
-  sg_log_cstr("root_key_id", root.id);
+  sg_log_cstr("root_key_id", root->id);
   sg_log_cstr("detail", why);
   sg_log_end();
   finish(o, SG_DEK_FAILED, NULL);
@@ -129,7 +144,7 @@ static void created(void *arg, PGresult *res) {
 static void create(op *o) {
   uint8_t dek[SG_KEY_LEN], id[16];
   if (sg_dek_generate(dek) != 0 || RAND_bytes(id, sizeof(id)) != 1 ||
-      sg_dek_wrap(&root, o->org_id, dek, o->wrapped) != 0) {
+      sg_dek_wrap(root, o->org_id, dek, o->wrapped) != 0) {
     OPENSSL_cleanse(dek, sizeof(dek));
     key_unavailable(o, "could not generate a data key");
     return;
@@ -143,7 +158,7 @@ static void create(op *o) {
            id[14], id[15]);
   o->created = 1;
   o->values[0] = o->org_id;
-  o->values[1] = root.id;
+  o->values[1] = root->id;
   o->values[2] = o->dek_id;
   o->values[3] = (const char *)o->wrapped;
   o->lengths[3] = SG_WRAPPED_DEK_LEN;
@@ -174,7 +189,7 @@ static void fetched(void *arg, PGresult *res) {
   size_t len;
   sg_arena *a = sg_arena_new();
   int bad = sg_pg_bytea_parse(a, PQgetvalue(res, 0, 1), &wrapped, &len) != 0 ||
-            sg_dek_unwrap(&root, o->org_id, wrapped, len, dek) != 0;
+            sg_dek_unwrap(root, o->org_id, wrapped, len, dek) != 0;
   sg_arena_free(a);
   if (bad) {
     key_unavailable(o, "the wrapped data key failed authentication (tampered or wrong key)");
@@ -186,13 +201,13 @@ static void fetched(void *arg, PGresult *res) {
 
 static void fetch(op *o) {
   o->values[0] = o->org_id;
-  o->values[1] = root.id;
+  o->values[1] = root->id;
   sg_db_exec(sg_db_local(), Q_ORG_KEY_GET, o->values, NULL, NULL, fetched, o);
 }
 
 void sg_keyring_fetch(const char *org_id, sg_dek_fetch_cb cb, void *arg) {
   uint8_t dek[SG_KEY_LEN];
-  if (!root_loaded || strlen(org_id) > ORG_ID_MAX) {
+  if (root == NULL || strlen(org_id) > ORG_ID_MAX) {
     cb(arg, SG_DEK_FAILED, NULL);
     return;
   }

@@ -5,6 +5,7 @@
 
 #include "core/clock.h"
 #include "core/mem.h"
+#include "core/stats.h"
 
 #define KEY_MAX 64
 
@@ -21,6 +22,7 @@ struct sg_rowcache {
   slot *slots;
   size_t n;
   sg_gen_kind kind;
+  int stats_kind; /* an sg_cache_kind, or -1 */
   int64_t ttl_ns;
   uint64_t hits, misses;
 };
@@ -30,6 +32,7 @@ sg_rowcache *sg_rowcache_new(size_t slots, sg_gen_kind kind, int ttl_ms) {
   c->slots = sg_calloc(slots, sizeof(slot));
   c->n = slots;
   c->kind = kind;
+  c->stats_kind = -1;
   c->ttl_ns = (int64_t)ttl_ms * 1000000;
   return c;
 }
@@ -57,9 +60,13 @@ const uint8_t *sg_rowcache_get(sg_rowcache *c, const char *key, const char *org,
   if (s->data == NULL || gen == 0 || s->gen != gen || s->expires_ns <= sg_now_ns() ||
       strcmp(s->key, key) != 0 || strcmp(s->org, org) != 0) {
     c->misses++;
+    if (c->stats_kind >= 0)
+      sg_stats_cache((sg_cache_kind)c->stats_kind, 0);
     return NULL;
   }
   c->hits++;
+  if (c->stats_kind >= 0)
+    sg_stats_cache((sg_cache_kind)c->stats_kind, 1);
   *len = s->len;
   return s->data;
 }
@@ -77,6 +84,10 @@ void sg_rowcache_put(sg_rowcache *c, const char *key, const char *org, uint64_t 
   strcpy(s->org, org);
   s->gen = gen;
   s->expires_ns = sg_now_ns() + c->ttl_ns;
+}
+
+void sg_rowcache_count_as(sg_rowcache *c, sg_cache_kind kind) {
+  c->stats_kind = (int)kind;
 }
 
 void sg_rowcache_stats(const sg_rowcache *c, uint64_t *hits, uint64_t *misses) {

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/stats.h"
 #include "db/notify.h"
 
 typedef struct sg_rowcache sg_rowcache;
@@ -25,7 +26,11 @@ const uint8_t *sg_rowcache_get(sg_rowcache *c, const char *key, const char *org,
 void sg_rowcache_put(sg_rowcache *c, const char *key, const char *org, uint64_t gen,
                      const uint8_t *data, size_t len);
 
-/* Hits and misses so far (tests and metrics). */
+/* Counts this cache's hits and misses, besides its own, into the process-wide
+ * sealgate_cache_{hits,misses}_total{cache=...} series of |kind|. */
+void sg_rowcache_count_as(sg_rowcache *c, sg_cache_kind kind);
+
+/* Hits and misses so far (tests). */
 void sg_rowcache_stats(const sg_rowcache *c, uint64_t *hits, uint64_t *misses);
 
 #endif

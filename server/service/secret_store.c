@@ -95,8 +95,10 @@ void sg_secret_store_cache_drop(void) {
 }
 
 static sg_rowcache *cache(void) {
-  if (store_cache == NULL)
+  if (store_cache == NULL) {
     store_cache = sg_rowcache_new(STORE_CACHE_SLOTS, SG_GEN_STORES, STORE_CACHE_TTL_MS);
+    sg_rowcache_count_as(store_cache, SG_CACHE_STORE);
+  }
   return store_cache;
 }
 

@@ -42,6 +42,95 @@ STOP_TIMEOUT_S = 10.0
 
 
 # --------------------------------------------------------------------------------------------
+# Secret hygiene across the whole suite (SPEC §3: no value, token or API key in a log)
+#
+# With SEALGATE_HYGIENE_DIR set (meson sets it for every e2e suite), every secret value, sealed
+# token, proxy credential and API key a test sends or receives through grpcio is recorded in
+# that directory, and every server and PostgreSQL log is copied there when its owner cleans up.
+# tests/e2e/test_log_hygiene.py, which runs after all the others, looks for each recorded
+# string in each kept log and fails on any hit.
+
+HYGIENE_DIR = os.environ.get("SEALGATE_HYGIENE_DIR")
+_SENSITIVE_RX = re.compile(r"osb_sealed_[0-9A-Za-z_-]+|osk_[0-9A-Za-z_-]+")
+_PROXY_URL_RX = re.compile(r"^https?://[^:/@]+:([^@/]+)@")
+MIN_SENSITIVE_LEN = 8  # shorter strings would match by chance
+
+
+def record_sensitive(*strings):
+    """Remembers strings no log may contain (values, tokens, keys)."""
+    if not HYGIENE_DIR:
+        return
+    keep = [x for x in strings if isinstance(x, str) and len(x) >= MIN_SENSITIVE_LEN]
+    if not keep:
+        return
+    os.makedirs(HYGIENE_DIR, exist_ok=True)
+    with open(os.path.join(HYGIENE_DIR, "sensitive-%d.jsonl" % os.getpid()), "a") as f:
+        for x in keep:
+            f.write(json.dumps(x) + "\n")
+
+
+def keep_log(path, kind):
+    """Copies a log file into the hygiene directory before its owner deletes it."""
+    if not HYGIENE_DIR or not os.path.exists(path):
+        return
+    os.makedirs(os.path.join(HYGIENE_DIR, "logs"), exist_ok=True)
+    shutil.copy(path, os.path.join(HYGIENE_DIR, "logs", "%s-%d-%s.log" %
+                                   (kind, os.getpid(), uuid.uuid4().hex[:8])))
+
+
+def _record_message(msg):
+    """Records what is sensitive in a protobuf message, recursively: the `value` of a secret,
+    every sealed token or API key in any string, and the password of a proxy URL."""
+    for field, val in msg.ListFields():
+        items = val if field.label == field.LABEL_REPEATED else [val]
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            items = [v for v in val.values()] if hasattr(val, "values") else []
+        for item in items:
+            if hasattr(item, "ListFields"):
+                _record_message(item)
+            elif isinstance(item, str):
+                if field.name == "value" and "Secret" in msg.DESCRIPTOR.name:
+                    record_sensitive(item)
+                record_sensitive(*_SENSITIVE_RX.findall(item))
+                m = _PROXY_URL_RX.match(item)
+                if m:
+                    record_sensitive(m.group(1))
+
+
+class _Recorder(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    def _request(self, request):
+        try:
+            _record_message(request)
+        except Exception:  # a raw bytes request or a test's odd object: nothing to record
+            pass
+
+    def intercept_unary_unary(self, continuation, details, request):
+        self._request(request)
+        outcome = continuation(details, request)
+
+        def done(f):
+            try:
+                if f.exception() is None:
+                    _record_message(f.result())
+            except Exception:
+                pass
+        outcome.add_done_callback(done)
+        return outcome
+
+    def intercept_unary_stream(self, continuation, details, request):
+        self._request(request)
+        return continuation(details, request)
+
+
+if HYGIENE_DIR:
+    _insecure_channel, _secure_channel = grpc.insecure_channel, grpc.secure_channel
+    grpc.insecure_channel = lambda *a, **k: grpc.intercept_channel(
+        _insecure_channel(*a, **k), _Recorder())
+    grpc.secure_channel = lambda *a, **k: grpc.intercept_channel(
+        _secure_channel(*a, **k), _Recorder())
+
+
+# --------------------------------------------------------------------------------------------
 # Stubs
 
 # The grpc-proto files would generate into a top-level Python package named `grpc`, shadowing
@@ -183,12 +272,15 @@ class PgDatabase:
         """A new organization: returns (org_id, api_key)."""
         out = run_sealgate("admin", "create-org", name, "--db", self.conninfo, "--json")
         data = json.loads(out)
+        record_sensitive(data["api_key"])
         return data["org_id"], data["api_key"]
 
     def create_api_key(self, org_id):
         """Another API key for `org_id`: returns the key."""
         out = run_sealgate("admin", "create-api-key", org_id, "--db", self.conninfo, "--json")
-        return json.loads(out)["api_key"]
+        key = json.loads(out)["api_key"]
+        record_sensitive(key)
+        return key
 
     def revoke_api_key(self, api_key):
         """Revokes `api_key` by the prefix an operator sees (its first 12 characters)."""
@@ -217,6 +309,7 @@ class PgCluster(PgDatabase):
 
     def cleanup(self):
         self.stop()
+        keep_log(self.log_path, "postgresql")
         shutil.rmtree(self.dir, ignore_errors=True)
 
     @property
@@ -261,7 +354,9 @@ def shared_db():
     """One migrated cluster for the whole test process, stopped when it exits."""
     global _shared_db
     if _shared_db is None:
-        _shared_db = PgCluster()
+        # Every statement with its parameters in the log: the hygiene sweep checks that no
+        # value, token or key ever reaches the database in the clear.
+        _shared_db = PgCluster("log_statement=all")
         atexit.register(_shared_db.cleanup)
         _shared_db.migrate()
     return _shared_db
@@ -383,6 +478,7 @@ class Server:
             return  # cleaned up already
         status = self.stop()
         log = self.log()
+        keep_log(self.log_path, "server")
         shutil.rmtree(self.workdir, ignore_errors=True)
         for marker in SANITIZER_MARKERS:
             if marker in log:
