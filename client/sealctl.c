@@ -1432,12 +1432,12 @@ static int snapshots_list(int argc, char **argv) {
 
 /* --- Commands: audit and health --------------------------------------------------------------- */
 
-static const char *const audit_cols[] = {"time",        "decision",       "sandbox_id",
-                                         "secret_name", "secret_version", "method",
-                                         "host",        "path",           "reason"};
+static const char *const audit_cols[] = {"time",           "decision", "sandbox_id", "secret_name",
+                                         "secret_version", "method",   "host",       "path",
+                                         "reason",         "actor",    "action",     "resource"};
 
 typedef struct {
-  const char *sandbox, *store, *secret, *since;
+  const char *sandbox, *store, *secret, *since, *kind;
 } audit_filters;
 
 static ProtobufCMessage *audit_page(const void *filters, int32_t size, char *token,
@@ -1448,6 +1448,7 @@ static ProtobufCMessage *audit_page(const void *filters, int32_t size, char *tok
   req.store_id = (char *)f->store;
   req.secret_name = (char *)f->secret;
   req.since = (char *)f->since;
+  req.kind = (char *)f->kind;
   req.page_size = size;
   req.page_token = token;
   Sealgate__V1__ListAuditEventsResponse *resp;
@@ -1459,24 +1460,30 @@ static ProtobufCMessage *audit_page(const void *filters, int32_t size, char *tok
 }
 
 static int audit_list(int argc, char **argv) {
-  const char *sandbox = "", *store = "", *secret = "", *since = "", *token = "";
+  const char *sandbox = "", *store = "", *secret = "", *since = "", *kind = "", *token = "";
   long long page_size = 0;
   const sg_flag own[] = {
       {"sandbox", SG_FLAG_STR, &sandbox, 0, 0, "SANDBOX_ID", "only this sandbox's events", 1},
       {"store", SG_FLAG_STR, &store, 0, 0, "STORE_ID", "only this store's events", 1},
       {"secret", SG_FLAG_STR, &secret, 0, 0, "NAME", "only this secret's events", 1},
       {"since", SG_FLAG_STR, &since, 0, 0, "TIME", "only events at or after TIME (RFC 3339)", 1},
+      {"kind", SG_FLAG_STR, &kind, 0, 0, "KIND",
+       "proxy (the egress proxy's decisions) or management (calls that changed something); "
+       "default both",
+       1},
       PAGE_FLAGS(page_size, token),
   };
   static sg_positionals pos;
   parse("sealctl audit list [--sandbox ID] [--store ID] [--secret NAME] [--since TIME] "
-        "[--page-size N [--page-token TOKEN]]",
-        "Lists what the egress proxy did with secrets: substituted, withheld, denied, redacted.",
+        "[--kind proxy|management] [--page-size N [--page-token TOKEN]]",
+        "Lists what the egress proxy did with secrets (substituted, withheld, denied, "
+        "redacted) and the management calls that changed something (created, updated, "
+        "deleted, with the API key's prefix as actor).",
         own, SG_ARRAY_LEN(own), argc, argv, &pos, 0, 0);
   connect_channel(1);
   listing l;
   listing_start(&l, "events", audit_cols, SG_ARRAY_LEN(audit_cols), "No audit events.");
-  audit_filters f = {sandbox, store, secret, since};
+  audit_filters f = {sandbox, store, secret, since, kind};
   list_pages(&l, page_size, 500, token, audit_page, &f);
   return 0;
 }

@@ -32,6 +32,7 @@
 #include "runtime/proc.h"
 #include "runtime/work.h"
 #include "service/api.h"
+#include "service/auth.h"
 #include "service/health.h"
 #include "service/keyring.h"
 #include "service/local_runtime.h"
@@ -52,6 +53,7 @@ typedef struct {
   const char *grpc_tls_listen;
   const char *tls_cert, *tls_key, *tls_client_ca;
   long long threads;
+  long long rate_limit, rate_burst;
   long long max_message_bytes;
   long long max_concurrent_streams;
   long long max_header_list_bytes;
@@ -76,6 +78,8 @@ static serve_config cfg = {
     .db_wait = 30,
     .grpc_listen = "127.0.0.1:50051",
     .threads = 0,
+    .rate_limit = 1000,
+    .rate_burst = 2000,
     .max_message_bytes = 4 << 20,
     .max_concurrent_streams = 100,
     .max_header_list_bytes = 16 << 10,
@@ -142,6 +146,11 @@ static const sg_flag flags[] = {
     {"tls-client-ca", SG_FLAG_STR, &cfg.tls_client_ca, 0, 0, "FILE",
      "require client certificates issued by this CA bundle"},
     {"threads", SG_FLAG_INT, &cfg.threads, 0, 256, "N", "event-loop threads (0: one per core)"},
+    {"rate-limit", SG_FLAG_INT, &cfg.rate_limit, 0, 1000000, "RPS",
+     "calls a second each API key may make on this node, sustained (default 1000; 0: no "
+     "limit; N nodes admit up to N times this)"},
+    {"rate-burst", SG_FLAG_INT, &cfg.rate_burst, 1, 10000000, "N",
+     "calls an API key may make at once before --rate-limit applies (default 2000)"},
     {"max-message-bytes", SG_FLAG_BYTES, &cfg.max_message_bytes, 1024, 1LL << 30, "SIZE",
      "largest request message, also after decompression (default 4MiB)"},
     {"max-concurrent-streams", SG_FLAG_INT, &cfg.max_concurrent_streams, 1, 100000, "N",
@@ -599,6 +608,7 @@ static int run(const sg_serve_extras *extras) {
       return 1;
     }
   }
+  sg_auth_rate_limit((uint32_t)cfg.rate_limit, (uint32_t)cfg.rate_burst);
   sg_router *router = build_router(extras);
   const uint8_t *set =
       extras && extras->descriptor_set ? extras->descriptor_set : sg_descriptor_set;
@@ -709,6 +719,7 @@ static int run(const sg_serve_extras *extras) {
   sg_proxy_free(srv.proxy);
   srv.proxy = NULL;
   sg_reflection_cleanup();
+  sg_auth_rate_limit(0, 0);
   sg_health_reset();
   sg_router_free(router);
   sg_logf(SG_LOG_INFO, "stopped", "all connections closed");

@@ -94,4 +94,8 @@ void sg_stats_register(sg_metrics *m, const char *version) {
   register_caches(m);
   register_db(m);
   register_proxy(m);
+  sg_metrics_counter(m, "sealgate_rate_limited_total",
+                     "Calls refused with RESOURCE_EXHAUSTED over their API key's rate limit "
+                     "(--rate-limit, --rate-burst).",
+                     NULL, &sg_stats.rate_limited);
 }

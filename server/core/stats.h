@@ -46,6 +46,7 @@ typedef struct {
   sg_counter proxy_decisions[SG_PROXY_DECISION_COUNT];
   sg_gauge proxy_tunnels_open;
   sg_counter proxy_leaves_minted;
+  sg_counter rate_limited; /* calls refused over their API key's rate limit (service/auth.c) */
 } sg_stats_t;
 
 extern sg_stats_t sg_stats;

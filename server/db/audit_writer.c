@@ -23,19 +23,22 @@
 #define BACKOFF_MAX_MS    5000
 #define DROP_LOG_EVERY_NS 1000000000LL
 
-/* One statement per batch, twelve text arrays of equal length. Counters are taken from the
+/* One statement per batch, sixteen text arrays of equal length. Counters are taken from the
  * rows actually inserted, so a batch sent again after a lost answer (same ids) counts nothing
  * twice. Secrets are locked in id order: writers on several nodes never deadlock each other.
  * The org_id condition keeps an event from counting against another organization's secret. */
 static const char INSERT_SQL[] =
     "WITH ev AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], "
     "$5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[], "
-    "$12::text[]) AS e(id, org_id, time, sandbox_id, store_id, secret_name, secret_version, "
-    "host, method, path, decision, reason)), "
+    "$12::text[], $13::text[], $14::text[], $15::text[], $16::text[]) AS e(id, org_id, time, "
+    "sandbox_id, store_id, secret_name, secret_version, host, method, path, decision, reason, "
+    "actor_key_id, actor, action, resource)), "
     "ins AS (INSERT INTO audit_events (id, org_id, time, sandbox_id, store_id, secret_name, "
-    "secret_version, host, method, path, decision, reason) "
+    "secret_version, host, method, path, decision, reason, actor_key_id, actor, action, "
+    "resource) "
     "SELECT id, org_id, time, nullif(sandbox_id, '')::uuid, nullif(store_id, '')::uuid, "
-    "secret_name, secret_version, host, method, path, decision, reason FROM ev "
+    "secret_name, secret_version, host, method, path, decision, reason, "
+    "nullif(actor_key_id, '')::uuid, actor, action, resource FROM ev "
     "ON CONFLICT (id) DO NOTHING RETURNING org_id, store_id, secret_name, time, decision), "
     "used AS (SELECT org_id, store_id, secret_name, count(*) AS n, max(time) AS t FROM ins "
     "WHERE decision = 'substituted' AND store_id IS NOT NULL "
@@ -47,7 +50,21 @@ static const char INSERT_SQL[] =
     "last_used_at = greatest(coalesce(s.last_used_at, l.t), l.t) FROM locked l WHERE s.id = l.id";
 
 /* An event's text fields, and the statement's parameters (in INSERT_SQL's order). */
-enum { F_ORG, F_SANDBOX, F_STORE, F_NAME, F_HOST, F_METHOD, F_PATH, F_REASON, N_FIELDS };
+enum {
+  F_ORG,
+  F_SANDBOX,
+  F_STORE,
+  F_NAME,
+  F_HOST,
+  F_METHOD,
+  F_PATH,
+  F_REASON,
+  F_ACTOR_KEY,
+  F_ACTOR,
+  F_ACTION,
+  F_RESOURCE,
+  N_FIELDS
+};
 enum {
   P_ID,
   P_ORG,
@@ -61,14 +78,20 @@ enum {
   P_PATH,
   P_DECISION,
   P_REASON,
+  P_ACTOR_KEY,
+  P_ACTOR,
+  P_ACTION,
+  P_RESOURCE,
   N_PARAMS
 };
-static const int field_param[N_FIELDS] = {P_ORG,  P_SANDBOX, P_STORE, P_NAME,
-                                          P_HOST, P_METHOD,  P_PATH,  P_REASON};
+static const int field_param[N_FIELDS] = {P_ORG,       P_SANDBOX, P_STORE,  P_NAME,
+                                          P_HOST,      P_METHOD,  P_PATH,   P_REASON,
+                                          P_ACTOR_KEY, P_ACTOR,   P_ACTION, P_RESOURCE};
 
 static const size_t field_max[N_FIELDS] = {
-    SG_UUID_LEN,       SG_UUID_LEN,         SG_UUID_LEN,       SG_AUDIT_NAME_MAX,
-    SG_AUDIT_HOST_MAX, SG_AUDIT_METHOD_MAX, SG_AUDIT_PATH_MAX, SG_AUDIT_REASON_MAX};
+    SG_UUID_LEN,       SG_UUID_LEN,         SG_UUID_LEN,         SG_AUDIT_NAME_MAX,
+    SG_AUDIT_HOST_MAX, SG_AUDIT_METHOD_MAX, SG_AUDIT_PATH_MAX,   SG_AUDIT_REASON_MAX,
+    SG_UUID_LEN,       SG_AUDIT_ACTOR_MAX,  SG_AUDIT_ACTION_MAX, SG_AUDIT_RESOURCE_MAX};
 
 /* A queued event: one allocation, its fields stored after the header. */
 typedef struct {
@@ -133,6 +156,12 @@ const char *sg_audit_decision_name(sg_audit_decision decision) {
     return "denied";
   case SG_AUDIT_REDACTED:
     return "redacted";
+  case SG_AUDIT_CREATED:
+    return "created";
+  case SG_AUDIT_UPDATED:
+    return "updated";
+  case SG_AUDIT_DELETED:
+    return "deleted";
   }
   return NULL;
 }
@@ -186,8 +215,9 @@ static int id_ok(const char *id, int optional) {
 
 /* A copy of |ev| stamped with the time, or NULL if it is malformed. */
 static event *event_new(const sg_audit_event *ev) {
-  const char *in[N_FIELDS] = {ev->org_id, ev->sandbox_id, ev->store_id, ev->secret_name,
-                              ev->host,   ev->method,     ev->path,     ev->reason};
+  const char *in[N_FIELDS] = {ev->org_id,       ev->sandbox_id, ev->store_id, ev->secret_name,
+                              ev->host,         ev->method,     ev->path,     ev->reason,
+                              ev->actor_key_id, ev->actor,      ev->action,   ev->resource};
   size_t len[N_FIELDS], total = 0;
   for (int i = 0; i < N_FIELDS; i++) {
     if (in[i] == NULL)
@@ -195,8 +225,11 @@ static event *event_new(const sg_audit_event *ev) {
     len[i] = store_text(in[i], i, NULL);
     total += len[i] + 1;
   }
+  /* A management change has an action, a proxy decision none (the table checks it too). */
+  int change = ev->decision >= SG_AUDIT_CREATED;
   if (!id_ok(in[F_ORG], 0) || !id_ok(in[F_SANDBOX], 1) || !id_ok(in[F_STORE], 1) ||
-      sg_audit_decision_name(ev->decision) == NULL)
+      !id_ok(in[F_ACTOR_KEY], 1) || sg_audit_decision_name(ev->decision) == NULL ||
+      change != (in[F_ACTION][0] != '\0'))
     return NULL;
   event *e = sg_malloc(sizeof(*e) + total);
   struct timespec now;
@@ -333,7 +366,7 @@ static char *time_text(sg_arena *a, int64_t us) {
                          (int)(us % 1000000));
 }
 
-/* The batch as INSERT_SQL's twelve text[] literals, in the writer's arena. Draws the ids of
+/* The batch as INSERT_SQL's sixteen text[] literals, in the writer's arena. Draws the ids of
  * events that have none yet. Returns 0, or -1 if the CSPRNG failed. */
 static int batch_params(writer *w, const char *values[N_PARAMS]) {
   sg_arena *a = w->arena;

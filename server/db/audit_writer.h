@@ -1,4 +1,5 @@
-/* The audit trail's writer (SPEC §5: every substitution and every denial is audited).
+/* The audit trail's writer (SPEC §5: every substitution and every denial is audited; and
+ * every management call that changed something, with the API key that made it).
  *
  * Any thread records an event with sg_audit_record: the event is copied into a queue under a
  * short lock and the caller moves on; nothing waits for PostgreSQL on the request path. One
@@ -32,23 +33,30 @@
 #define SG_AUDIT_STOP_WAIT_MS    5000
 
 /* The longest each text field is stored (bytes, after escaping); longer ones are cut. */
-#define SG_AUDIT_NAME_MAX   128
-#define SG_AUDIT_HOST_MAX   255
-#define SG_AUDIT_METHOD_MAX 32
-#define SG_AUDIT_PATH_MAX   1024
-#define SG_AUDIT_REASON_MAX 256
+#define SG_AUDIT_NAME_MAX     128
+#define SG_AUDIT_HOST_MAX     255
+#define SG_AUDIT_METHOD_MAX   32
+#define SG_AUDIT_PATH_MAX     1024
+#define SG_AUDIT_REASON_MAX   256
+#define SG_AUDIT_ACTOR_MAX    32
+#define SG_AUDIT_ACTION_MAX   64
+#define SG_AUDIT_RESOURCE_MAX 512
 
-/* What the proxy did (AuditEvent.decision). */
+/* What the proxy did, or what a management call did to its resource (AuditEvent.decision). */
 typedef enum {
   SG_AUDIT_SUBSTITUTED, /* a sealed token was replaced by its value */
   SG_AUDIT_WITHHELD,    /* a token was forwarded untouched: its secret does not allow the host */
   SG_AUDIT_DENIED,      /* the request was refused (allowlist, address, credential) */
-  SG_AUDIT_REDACTED     /* a value echoed in a response was replaced by its token */
+  SG_AUDIT_REDACTED,    /* a value echoed in a response was replaced by its token */
+  /* Management calls (service/change.h); these, and only these, have an action. */
+  SG_AUDIT_CREATED,
+  SG_AUDIT_UPDATED,
+  SG_AUDIT_DELETED
 } sg_audit_decision;
 
-/* One event, as the proxy describes it. The strings are copied by sg_audit_record and need
- * not outlive the call; NULL is taken as "". Ids are UUIDs in text form; sandbox_id and
- * store_id may be "" for none, org_id may not. */
+/* One event, as the proxy or a management call describes it. The strings are copied by
+ * sg_audit_record and need not outlive the call; NULL is taken as "". Ids are UUIDs in text
+ * form; sandbox_id, store_id and actor_key_id may be "" for none, org_id may not. */
 typedef struct {
   const char *org_id;
   const char *sandbox_id;
@@ -60,6 +68,11 @@ typedef struct {
   const char *path; /* the request path as the sandbox sent it; the query is cut off here */
   sg_audit_decision decision;
   const char *reason; /* sealgate's own words ("host not in the store's allowlist") */
+  /* Management calls only ("" for the proxy's decisions): */
+  const char *actor_key_id; /* the API key's id */
+  const char *actor;        /* the API key's shown prefix ("osk_" + 8), never the key */
+  const char *action;       /* the method, e.g. "SetSecret" */
+  const char *resource;     /* e.g. "stores/<id>/secrets/<name>" */
 } sg_audit_event;
 
 /* Starts the writer thread on |conninfo| (which must outlive it); it connects by itself and
@@ -74,8 +87,9 @@ int sg_audit_start(const char *conninfo);
 void sg_audit_stop(void);
 
 /* Queues a copy of |ev|, stamped with the current time. Any thread; never blocks beyond a
- * short lock and never fails: an event with a malformed id, or recorded while no writer runs,
- * is dropped and counted. */
+ * short lock and never fails: an event with a malformed id, a management decision without an
+ * action or a proxy decision with one, or one recorded while no writer runs, is dropped and
+ * counted. */
 void sg_audit_record(const sg_audit_event *ev);
 
 /* Wakes the writer to write what is queued now rather than at its next tick (tests). */
@@ -91,7 +105,7 @@ uint64_t sg_audit_dropped(void);
 void sg_audit_metrics(sg_metrics *m);
 
 /* The decision as AuditEvent.decision spells it ("substituted", ...), or NULL for a value that
- * is none of the four. */
+ * is none of them. */
 const char *sg_audit_decision_name(sg_audit_decision decision);
 
 #endif

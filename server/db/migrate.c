@@ -6,6 +6,7 @@
 extern const unsigned char sg_migration_0001[];
 extern const unsigned char sg_migration_0002[];
 extern const unsigned char sg_migration_0003[];
+extern const unsigned char sg_migration_0004[];
 
 static const struct {
   int version;
@@ -15,6 +16,7 @@ static const struct {
     {1, "0001_init", sg_migration_0001},
     {2, "0002_sandboxes", sg_migration_0002},
     {3, "0003_audit", sg_migration_0003},
+    {4, "0004_audit_changes", sg_migration_0004},
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))

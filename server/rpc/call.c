@@ -201,6 +201,19 @@ void sg_call_set_org(sg_call *call, const char *org) {
   call->org = sg_arena_strndup(call->arena, org, strlen(org));
 }
 
+void sg_call_set_key(sg_call *call, const char *key_id, const char *key_prefix) {
+  call->key_id = sg_arena_strndup(call->arena, key_id, strlen(key_id));
+  call->key_prefix = sg_arena_strndup(call->arena, key_prefix, strlen(key_prefix));
+}
+
+const char *sg_call_key_id(const sg_call *call) {
+  return call->key_id ? call->key_id : "";
+}
+
+const char *sg_call_key_prefix(const sg_call *call) {
+  return call->key_prefix ? call->key_prefix : "";
+}
+
 void sg_call_on_cancel(sg_call *call, void (*cb)(sg_call *, void *), void *arg) {
   call->cancel_cb = cb;
   call->cancel_arg = arg;

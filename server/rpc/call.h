@@ -110,6 +110,14 @@ void sg_call_reply(sg_call *call, const ProtobufCMessage *msg);
 /* Records the organization for the RPC's log line. |org| is copied. */
 void sg_call_set_org(sg_call *call, const char *org);
 
+/* Records the API key that authenticated the call: its id and the prefix an operator sees
+ * (never the key itself), for the audit trail. Both are copied. */
+void sg_call_set_key(sg_call *call, const char *key_id, const char *key_prefix);
+
+/* What sg_call_set_key recorded, or "" before (and for calls it never ran for). */
+const char *sg_call_key_id(const sg_call *call);
+const char *sg_call_key_prefix(const sg_call *call);
+
 /* Frees the calling loop thread's cache of spare call arenas (when the loop ends). */
 void sg_call_pool_drain(void);
 

@@ -93,6 +93,7 @@ struct sg_call {
   int64_t deadline; /* monotonic ns or INT64_MAX */
   int64_t start_ns;
   const char *org;
+  const char *key_id, *key_prefix; /* the API key that authenticated the call (sg_call_set_key) */
   const char *peer;
   struct event_base *base;
 };

@@ -1,7 +1,10 @@
-/* sealgate.v1.AuditService (SPEC §2, §5). */
+/* sealgate.v1.AuditService (SPEC §2, §5): the egress proxy's decisions and the management
+ * calls that changed something (service/change.h), in one trail. */
 #include "service/audit.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/mem.h"
 #include "db/pool.h"
@@ -27,6 +30,10 @@ static void event_from_row(sg_op *o, const PGresult *res, int row, Sealgate__V1_
   e->path = sg_col(o->call, res, row, AUDIT_PATH);
   e->decision = sg_col(o->call, res, row, AUDIT_DECISION);
   e->reason = sg_col(o->call, res, row, AUDIT_REASON);
+  e->actor = sg_col(o->call, res, row, AUDIT_ACTOR);
+  e->action = sg_col(o->call, res, row, AUDIT_ACTION);
+  e->actor_key_id = sg_col(o->call, res, row, AUDIT_ACTOR_KEY);
+  e->resource = sg_col(o->call, res, row, AUDIT_RESOURCE);
 }
 
 static void listed(void *arg, PGresult *res) {
@@ -75,6 +82,11 @@ static int read_filters(sg_op *o, const list_request *req, int *by) {
   }
   if (req->since[0] != '\0' && sg_validate_time("since", req->since, err, len) != 0)
     return -1;
+  if (req->kind[0] != '\0' && strcmp(req->kind, "proxy") != 0 &&
+      strcmp(req->kind, "management") != 0) {
+    snprintf(err, len, "kind: must be \"proxy\", \"management\" or empty (both)");
+    return -1;
+  }
   return 0;
 }
 
@@ -94,6 +106,7 @@ static void list_authed(sg_call *call, void *arg, const char *org) {
   o->values[5] = req->store_id;
   o->values[6] = req->secret_name;
   o->values[7] = req->since[0] != '\0' ? req->since : "-infinity";
+  o->values[8] = req->kind;
   sg_db_exec(sg_db_local(), Q_AUDIT_LIST + by, o->values, NULL, NULL, listed, o);
 }
 

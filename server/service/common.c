@@ -46,6 +46,10 @@ int sg_db_check(sg_call *call, PGresult *res, const char *not_found, const char 
   return 0;
 }
 
+int sg_db_changed(const PGresult *res) {
+  return res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0;
+}
+
 char *sg_col(sg_call *call, const PGresult *res, int row, int col) {
   const char *v = PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col);
   return sg_arena_strndup(sg_call_arena(call), v, strlen(v));

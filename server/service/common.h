@@ -9,7 +9,7 @@
 #include "rpc/call.h"
 
 #define SG_OP_ERR_LEN    256
-#define SG_OP_MAX_PARAMS 8
+#define SG_OP_MAX_PARAMS 10
 
 /* The state of one RPC between its database round trips, in the call's arena: the call, its
  * request, the caller's organization once authenticated, the parameters of the statement in
@@ -44,6 +44,10 @@ void sg_op_reply_empty(sg_op *o, PGresult *res, const char *missing);
  * ALREADY_EXISTS with |already_exists| for a unique violation (23505) when it is not NULL, and
  * INTERNAL ("database error", details only in the server's log) for anything else. */
 int sg_db_check(sg_call *call, PGresult *res, const char *not_found, const char *already_exists);
+
+/* Nonzero if |res| is a successful result with at least one row: a statement that returns
+ * the rows it changed changed something. */
+int sg_db_changed(const PGresult *res);
 
 /* A text column of row |row|, copied into the call's arena ("" for NULL). */
 char *sg_col(sg_call *call, const PGresult *res, int row, int col);

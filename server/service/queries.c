@@ -33,7 +33,8 @@
 #define AUDIT_COLS                                                                                 \
   "id, " RFC3339("time") ", coalesce(sandbox_id::text, ''), coalesce(store_id::text, ''), "        \
                          "secret_name, secret_version, host, method, path, decision, reason, "     \
-                         "to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+                         "to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), "          \
+                         "actor, action, coalesce(actor_key_id::text, ''), resource"
 
 /* Each filter of ListAuditEvents, on (1) or off (0: its parameter is "", a constant the
  * planner sees through). */
@@ -48,16 +49,18 @@
   " AND " AUDIT_BY_SANDBOX_##sandbox " AND " AUDIT_BY_STORE_##store                                \
       " AND " AUDIT_BY_SECRET_##secret                                                             \
       " AND time >= $8::timestamptz"                                                               \
+      " AND ($9 = '' OR (action <> '') = ($9 = 'management'))"                                     \
       " AND (time, id) > ($2::timestamp AT TIME ZONE 'UTC', $3::uuid) ORDER BY time, id LIMIT $4"
 #define AUDIT_BITS(sandbox, store, secret)                                                         \
   ((sandbox)*AUDIT_BY_SANDBOX + (store)*AUDIT_BY_STORE + (secret)*AUDIT_BY_SECRET)
 #define AUDIT_LIST(sandbox, store, secret, name)                                                   \
   [Q_AUDIT_LIST +                                                                                  \
-      AUDIT_BITS(sandbox, store, secret)] = {name, AUDIT_LIST_SQL(sandbox, store, secret), 8}
+      AUDIT_BITS(sandbox, store, secret)] = {name, AUDIT_LIST_SQL(sandbox, store, secret), 9}
 
 const sg_db_stmt sg_queries[Q_COUNT] = {
     [Q_AUTH_KEY] = {"auth_key",
-                    "SELECT org_id FROM api_keys WHERE digest = $1::bytea AND revoked_at IS NULL",
+                    "SELECT org_id, id, prefix FROM api_keys WHERE digest = $1::bytea "
+                    "AND revoked_at IS NULL",
                     1},
     [Q_ORG_KEY_GET] = {"org_key_get",
                        "SELECT k.dek_id, k.wrapped, "
@@ -150,7 +153,7 @@ const sg_db_stmt sg_queries[Q_COUNT] = {
                          "UPDATE secrets s SET deleted_at = clock_timestamp() "
                          "FROM secret_stores st WHERE st.id = s.store_id AND st.id = $1 "
                          "AND st.org_id = $2 AND st.deleted_at IS NULL AND s.name = $3 "
-                         "AND s.deleted_at IS NULL RETURNING s.id",
+                         "AND s.deleted_at IS NULL RETURNING s.id, s.version, st.id",
                          3},
     /* The layers of a new sandbox as they stand: the base layers still alive (in order), then
      * the store named on top (position 2^31-1), each with its live secrets' names; and the

@@ -9,7 +9,7 @@
 #include "db/pool.h"
 
 enum {
-  Q_AUTH_KEY,          /* $1 digest (bytea, binary) -> org_id */
+  Q_AUTH_KEY,          /* $1 digest (bytea, binary) -> org_id, key id, key prefix */
   Q_ORG_KEY_GET,       /* $1 org, $2 root key id -> dek_id, wrapped, any_key_exists */
   Q_ORG_KEY_CREATE,    /* $1 org, $2 root key id, $3 dek_id, $4 wrapped (binary) -> dek_id */
   Q_STORE_CREATE,      /* $1 org, $2 name, $3 allowlist -> store */
@@ -21,7 +21,7 @@ enum {
   Q_SECRET_WRITE,      /* $1 org, $2 store, $3 name, $4 hosts, $5 version, $6 nonce, $7 ct */
   Q_SECRET_GET,        /* $1 store, $2 org, $3 name -> secret */
   Q_SECRET_LIST,       /* $1 store, $2 org -> store id + secrets (NULL name: none) */
-  Q_SECRET_DELETE,     /* $1 store, $2 org, $3 name -> id */
+  Q_SECRET_DELETE,     /* $1 store, $2 org, $3 name -> id, version, store id */
   Q_SANDBOX_RESOLVE,   /* $1 org, $2 base store ids, $3 top store, $4 snapshot -> layer rows */
   Q_SANDBOX_CREATE,    /* see queries.c -> sandbox */
   Q_SANDBOX_GET,       /* $1 id, $2 org -> sandbox */
@@ -37,8 +37,9 @@ enum {
   Q_SNAPSHOT_LIST,     /* $1 org -> snapshots */
   Q_SNAPSHOT_DELETE,   /* $1 name, $2 org -> id */
   /* $1 org, $2 after time, $3 after id, $4 limit, $5 sandbox, $6 store, $7 secret name, $8
-   * since -> events. One statement per combination of filters, Q_AUDIT_LIST + AUDIT_BY_* bits
-   * (a filter left out is passed as "" and not looked at), so each has a plan on its index. */
+   * since, $9 kind ("", "proxy" or "management") -> events. One statement per combination of
+   * filters, Q_AUDIT_LIST + AUDIT_BY_* bits (a filter left out is passed as "" and not looked at),
+   * so each has a plan on its index. */
   Q_AUDIT_LIST,
   Q_AUDIT_LIST_LAST = Q_AUDIT_LIST + 7,
   Q_COUNT
@@ -119,6 +120,10 @@ enum {
   AUDIT_DECISION,
   AUDIT_REASON,
   AUDIT_PAGE_KEY,
+  AUDIT_ACTOR,
+  AUDIT_ACTION,
+  AUDIT_ACTOR_KEY,
+  AUDIT_RESOURCE,
   AUDIT_N_COLS
 };
 

@@ -8,6 +8,7 @@
  * when a sandbox is read, from this node's configuration. */
 #include "service/sandbox.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@
 #include "policy/host.h"
 #include "sealgate/v1/sandbox.pb-c.h"
 #include "service/auth.h"
+#include "service/change.h"
 #include "service/common.h"
 #include "service/keyring.h"
 #include "service/local_runtime.h"
@@ -69,6 +71,21 @@ static int reserved_name(const char *name) {
     if (strcmp(name, ca_file_vars[i]) == 0)
       return 1;
   return strcmp(name, "NO_PROXY") == 0 || strcmp(name, "no_proxy") == 0;
+}
+
+/* Records a change in the audit trail: of sandbox |id| (NULL for none) and of the resource
+ * named |fmt|. */
+static void changed(sg_op *o, sg_audit_decision what, const char *id, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void changed(sg_op *o, sg_audit_decision what, const char *id, const char *fmt, ...) {
+  char resource[SG_AUDIT_RESOURCE_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(resource, sizeof(resource), fmt, ap);
+  va_end(ap);
+  sg_change c = {.sandbox_id = id, .resource = resource};
+  sg_change_record(o->call, o->org, what, &c);
 }
 
 static char *sandbox_not_found(sg_op *o, const char *id) {
@@ -262,8 +279,10 @@ static void created(void *arg, PGresult *res) {
     return;
   }
   sandbox_msg s;
-  if (sandbox_from_row(o, res, 0, st->inner, &s) == 0)
-    sg_call_reply(o->call, &s.base);
+  if (sandbox_from_row(o, res, 0, st->inner, &s) != 0)
+    return;
+  changed(o, SG_AUDIT_CREATED, s.id, "sandboxes/%s", s.id);
+  sg_call_reply(o->call, &s.base);
 }
 
 static void insert(create_state *st) {
@@ -638,7 +657,8 @@ static void list_sandboxes(sg_call *call, const ProtobufCMessage *req) {
 static void stopped(void *arg, PGresult *res) {
   sg_op *o = arg;
   const char *id = ((const Sealgate__V1__DeleteSandboxRequest *)o->req)->sandbox_id;
-  if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+  if (sg_db_changed(res)) {
+    changed(o, SG_AUDIT_DELETED, PQgetvalue(res, 0, 0), "sandboxes/%s", PQgetvalue(res, 0, 0));
     sg_gen_bump(SG_GEN_SANDBOXES); /* this node's proxy views at once; others on the notification */
     if (sg_local_runtime_on())
       sg_local_runtime_remove("sandboxes", PQgetvalue(res, 0, 0));
@@ -720,9 +740,11 @@ static void checkpoint_made(void *arg, PGresult *res) {
   c.sandbox_id = sg_col(o->call, res, 0, 1 + CHECKPOINT_SANDBOX);
   c.name = sg_col(o->call, res, 0, 1 + CHECKPOINT_NAME);
   c.created_at = sg_col(o->call, res, 0, 1 + CHECKPOINT_CREATED);
-  if (sg_col_array(o->call, res, 0, 1 + CHECKPOINT_STORES, &c.secret_stores, &c.n_secret_stores) ==
+  if (sg_col_array(o->call, res, 0, 1 + CHECKPOINT_STORES, &c.secret_stores, &c.n_secret_stores) !=
       0)
-    sg_call_reply(o->call, &c.base);
+    return;
+  changed(o, SG_AUDIT_CREATED, c.sandbox_id, "sandboxes/%s/checkpoints/%s", c.sandbox_id, c.id);
+  sg_call_reply(o->call, &c.base);
 }
 
 static void checkpoint_insert(void *arg) {
@@ -954,6 +976,8 @@ static void snapshot_made(void *arg, PGresult *res) {
   const Sealgate__V1__CreateSnapshotRequest *req = (const void *)o->req;
   if (st->dir_made && (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK))
     sg_local_runtime_remove("snapshots", st->id);
+  if (sg_db_changed(res))
+    changed(o, SG_AUDIT_CREATED, NULL, "snapshots/%s", req->name);
   reply_snapshot(o, res, req->name, snapshot_taken(o, req->name));
 }
 
@@ -1061,9 +1085,11 @@ static void get_snapshot(sg_call *call, const ProtobufCMessage *req) {
 static void snapshot_deleted(void *arg, PGresult *res) {
   sg_op *o = arg;
   const char *name = ((const Sealgate__V1__DeleteSnapshotRequest *)o->req)->name;
-  if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
-      sg_local_runtime_on())
-    sg_local_runtime_remove("snapshots", PQgetvalue(res, 0, 0));
+  if (sg_db_changed(res)) {
+    changed(o, SG_AUDIT_DELETED, NULL, "snapshots/%s", name);
+    if (sg_local_runtime_on())
+      sg_local_runtime_remove("snapshots", PQgetvalue(res, 0, 0));
+  }
   sg_op_reply_empty(o, res, snapshot_not_found(o, name));
 }
 

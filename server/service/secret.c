@@ -14,6 +14,7 @@
 #include "db/pool.h"
 #include "sealgate/v1/secret.pb-c.h"
 #include "service/auth.h"
+#include "service/change.h"
 #include "service/common.h"
 #include "service/keyring.h"
 #include "service/queries.h"
@@ -34,6 +35,24 @@ typedef struct {
   uint8_t *sealed;
   size_t sealed_len;
 } set_state;
+
+/* Records a change of secret |name| in store |store_id| in the audit trail. */
+static void secret_changed(op *o, sg_audit_decision what, const char *store_id, const char *name,
+                           uint64_t version) {
+  sg_change c = {
+      .store_id = store_id,
+      .secret_name = name,
+      .secret_version = version,
+      .resource = sg_arena_printf(sg_call_arena(o->call), "stores/%s/secrets/%s", store_id, name)};
+  sg_change_record(o->call, o->org, what, &c);
+}
+
+/* SetSecret made |version|: the first of its name creates the secret. */
+static void secret_set(set_state *st) {
+  const Sealgate__V1__SetSecretRequest *req = (const void *)st->op.req;
+  secret_changed(&st->op, st->version == 1 ? SG_AUDIT_CREATED : SG_AUDIT_UPDATED, st->store_id,
+                 req->name, st->version);
+}
 
 static char *store_not_found(op *o, const char *id) {
   return sg_arena_printf(sg_call_arena(o->call), "secret store %.64s not found", id);
@@ -77,6 +96,7 @@ static void reread(void *arg, PGresult *res) {
   e.version = st->version;
   e.allowed_hosts = st->host_list;
   e.n_allowed_hosts = st->n_hosts;
+  secret_set(st);
   sg_call_reply(o->call, &e.base);
 }
 
@@ -98,8 +118,10 @@ static void written(void *arg, PGresult *res) {
     return;
   }
   Sealgate__V1__SecretEntry e;
-  if (entry_from_row(o, res, 0, &e) == 0)
-    sg_call_reply(o->call, &e.base);
+  if (entry_from_row(o, res, 0, &e) != 0)
+    return;
+  secret_set(st);
+  sg_call_reply(o->call, &e.base);
 }
 
 /* Seals the value for the version taken, with the data key held since got_key. */
@@ -218,9 +240,12 @@ static void list_secrets(sg_call *call, const ProtobufCMessage *req) {
 
 static void deleted(void *arg, PGresult *res) {
   op *o = arg;
-  if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0)
-    sg_gen_bump(SG_GEN_SECRETS);
   const Sealgate__V1__DeleteSecretRequest *req = (const void *)o->req;
+  if (sg_db_changed(res)) {
+    sg_gen_bump(SG_GEN_SECRETS);
+    secret_changed(o, SG_AUDIT_DELETED, PQgetvalue(res, 0, 2), req->name,
+                   strtoull(PQgetvalue(res, 0, 1), NULL, 10));
+  }
   sg_op_reply_empty(o, res,
                     sg_arena_printf(sg_call_arena(o->call),
                                     "secret %.128s not found in secret store %.64s", req->name,

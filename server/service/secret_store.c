@@ -9,6 +9,7 @@
 #include "db/pool.h"
 #include "sealgate/v1/secret_store.pb-c.h"
 #include "service/auth.h"
+#include "service/change.h"
 #include "service/common.h"
 #include "service/queries.h"
 #include "service/rowcache.h"
@@ -38,8 +39,17 @@ static int store_from_row(op *o, const PGresult *res, int row, Sealgate__V1__Sec
                       &s->n_egress_allowlist);
 }
 
-/* Replies with the single store a statement returned, or NOT_FOUND. */
-static void reply_store(op *o, PGresult *res, const char *id, const char *taken) {
+/* Records the change of store |id| in the audit trail. */
+static void store_changed(op *o, sg_audit_decision what, const char *id) {
+  sg_change c = {.store_id = id,
+                 .resource = sg_arena_printf(sg_call_arena(o->call), "stores/%s", id)};
+  sg_change_record(o->call, o->org, what, &c);
+}
+
+/* Replies with the single store a statement returned, or NOT_FOUND; a store it |changed|
+ * (created or updated) is recorded in the audit trail. */
+static void reply_store(op *o, PGresult *res, const char *id, const char *taken,
+                        sg_audit_decision changed) {
   if (!sg_db_check(o->call, res, not_found(o, id), taken))
     return;
   if (PQntuples(res) == 0) {
@@ -47,8 +57,10 @@ static void reply_store(op *o, PGresult *res, const char *id, const char *taken)
     return;
   }
   Sealgate__V1__SecretStore s;
-  if (store_from_row(o, res, 0, &s) == 0)
-    sg_call_reply(o->call, &s.base);
+  if (store_from_row(o, res, 0, &s) != 0)
+    return;
+  store_changed(o, changed, s.id);
+  sg_call_reply(o->call, &s.base);
 }
 
 /* --- CreateSecretStore --------------------------------------------------------------------- */
@@ -56,7 +68,7 @@ static void reply_store(op *o, PGresult *res, const char *id, const char *taken)
 static void created(void *arg, PGresult *res) {
   op *o = arg;
   const Sealgate__V1__CreateSecretStoreRequest *req = (const void *)o->req;
-  reply_store(o, res, "", name_taken(o, req->name));
+  reply_store(o, res, "", name_taken(o, req->name), SG_AUDIT_CREATED);
 }
 
 static void create_authed(sg_call *call, void *arg, const char *org) {
@@ -197,7 +209,7 @@ static void updated(void *arg, PGresult *res) {
   op *o = arg;
   sg_gen_bump(SG_GEN_STORES); /* this node's caches at once; the others on the notification */
   const Sealgate__V1__UpdateSecretStoreRequest *req = (const void *)o->req;
-  reply_store(o, res, req->store_id, name_taken(o, req->name));
+  reply_store(o, res, req->store_id, name_taken(o, req->name), SG_AUDIT_UPDATED);
 }
 
 /* Reads update_mask: each path must be "name" or "egress_allowlist", and at least one given. */
@@ -259,6 +271,8 @@ static void deleted(void *arg, PGresult *res) {
   op *o = arg;
   sg_gen_bump(SG_GEN_STORES);
   const char *id = ((const Sealgate__V1__DeleteSecretStoreRequest *)o->req)->store_id;
+  if (sg_db_changed(res))
+    store_changed(o, SG_AUDIT_DELETED, PQgetvalue(res, 0, 0));
   sg_op_reply_empty(o, res, not_found(o, id));
 }
 

@@ -74,7 +74,9 @@ SHARED = None   # the server most tests use
 
 def setUpModule():
     global SHARED
-    SHARED = helpers.Server("--threads", "4")
+    # No rate limit: the concurrency checks make thousands of calls a second on one key,
+    # which measures the client, not the limit (tests/e2e/test_ratelimit.py does that).
+    SHARED = helpers.Server("--threads", "4", "--rate-limit", "0")
 
 
 def tearDownModule():
@@ -641,7 +643,7 @@ class TlsTest(ClientTestCase):
     @classmethod
     def start_server(cls, *flags):
         return helpers.Server(
-            "--threads", "2", "--grpc-tls-listen", "127.0.0.1:0",
+            "--threads", "2", "--rate-limit", "0", "--grpc-tls-listen", "127.0.0.1:0",
             "--tls-cert", cls.tls.path("server.pem"), "--tls-key", cls.tls.path("server.key"),
             *flags, listeners=("grpc-listen", "grpc-tls-listen"))
 

@@ -51,7 +51,9 @@ STOP_TIMEOUT_S = 10.0
 # string in each kept log and fails on any hit.
 
 HYGIENE_DIR = os.environ.get("SEALGATE_HYGIENE_DIR")
-_SENSITIVE_RX = re.compile(r"osb_sealed_[0-9A-Za-z_-]+|osk_[0-9A-Za-z_-]+")
+# An API key is "osk_" and 49 characters; its 12-character prefix ("osk_" + 8, an audit event's
+# actor, ListApiKeys) is public by design, so only longer runs count.
+_SENSITIVE_RX = re.compile(r"osb_sealed_[0-9A-Za-z_-]+|osk_[0-9A-Za-z_-]{20,}")
 _PROXY_URL_RX = re.compile(r"^https?://[^:/@]+:([^@/]+)@")
 MIN_SENSITIVE_LEN = 8  # shorter strings would match by chance
 

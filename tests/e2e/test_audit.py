@@ -580,7 +580,7 @@ class WriterTest(ApiTestCase):
             S.secret_pb2.DeleteSecretRequest(store_id=store.id, name="GONE"),
             metadata=self.api.metadata, timeout=RPC_TIMEOUT_S)
         self.api.record(**self.event(store_id=store.id, secret_name="GONE"))
-        self.listed(1, store_id=store.id)
+        self.listed(1, store_id=store.id, kind="proxy")   # (the calls above are rows too)
         use = self.db.psql("SELECT use_count FROM secrets WHERE store_id = '%s'" % store.id)
         self.assertEqual(use.strip(), "0")
 
@@ -692,6 +692,208 @@ class WriterOutageTest(ApiTestCase):
         self.assertLess(time.monotonic() - stopping, STOP_WAIT_S + 3)
         self.assertTrue(server.wait_for_log(r"msg=audit_lost events=10\b", timeout=1),
                         server.log()[-2000:])
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Management calls (service/change.c): each call that changed something leaves one row
+
+class ManagementTest(ApiTestCase):
+    """An organization's management calls, read back with the kind filter."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.db = helpers.shared_db()
+        cls.org, cls.key = cls.db.create_org("audit-mgmt")
+        cls.other_org, other_key = cls.db.create_org("audit-mgmt-other")
+        cls.api = Api(SHARED, cls.key)
+        cls.other = Api(SHARED, other_key)
+        cls.sandboxes = S.sandbox_grpc.SandboxServiceStub(cls.api.channel)
+        cls.prefix = cls.key[:12]
+        cls.key_id = cls.db.psql("SELECT id FROM api_keys WHERE org_id = '%s'" % cls.org).strip()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.api.close()
+        cls.other.close()
+
+    def call(self, fn, request):
+        return fn(request, metadata=self.api.metadata, timeout=RPC_TIMEOUT_S)
+
+    def changes(self, count, api=None, **filters):
+        """Waits until the management rows `filters` select number `count`; returns them."""
+        api = api or self.api
+
+        def enough():
+            events = list(api.list(page_size=1000, kind="management", **filters).events)
+            return events if len(events) >= count else None
+        events = wait_until(enough, WRITE_BOUND_S) or list(
+            api.list(page_size=1000, kind="management", **filters).events)
+        self.assertEqual(len(events), count, events)
+        return events
+
+    def assertChange(self, event, action, decision, resource, **fields):
+        self.assertEqual((event.action, event.decision, event.resource),
+                         (action, decision, resource))
+        self.assertEqual((event.actor, event.actor_key_id), (self.prefix, self.key_id))
+        self.assertRegex(event.time, RFC3339_UTC)
+        for name, value in fields.items():
+            self.assertEqual(getattr(event, name), value, name)
+        # Nothing a proxy decision carries.
+        self.assertEqual((event.host, event.method, event.path, event.reason), ("", "", "", ""))
+
+    def new_store(self):
+        return self.call(self.api.stores.CreateSecretStore,
+                         S.secret_store_pb2.CreateSecretStoreRequest(name=unique("mgmt")))
+
+    def test_store_and_secret_calls_leave_one_row_each_with_actor_action_and_resource(self):
+        value = "mgmt-value-" + uuid.uuid4().hex
+        helpers.record_sensitive(value)
+        store = self.new_store()
+        self.call(self.api.stores.UpdateSecretStore, S.secret_store_pb2.UpdateSecretStoreRequest(
+            store_id=store.id, egress_allowlist=["api.example.com"],
+            update_mask={"paths": ["egress_allowlist"]}))
+        for _ in range(2):
+            self.call(self.api.secrets.SetSecret, S.secret_pb2.SetSecretRequest(
+                store_id=store.id, name="API_KEY", value=value))
+        self.call(self.api.secrets.DeleteSecret,
+                  S.secret_pb2.DeleteSecretRequest(store_id=store.id, name="API_KEY"))
+        self.call(self.api.stores.DeleteSecretStore,
+                  S.secret_store_pb2.DeleteSecretStoreRequest(store_id=store.id))
+        events = self.changes(6, store_id=store.id)
+        res = "stores/" + store.id
+        sec = res + "/secrets/API_KEY"
+        self.assertChange(events[0], "CreateSecretStore", "created", res, store_id=store.id)
+        self.assertChange(events[1], "UpdateSecretStore", "updated", res, store_id=store.id)
+        self.assertChange(events[2], "SetSecret", "created", sec, store_id=store.id,
+                          secret_name="API_KEY", secret_version=1)
+        self.assertChange(events[3], "SetSecret", "updated", sec, store_id=store.id,
+                          secret_name="API_KEY", secret_version=2)
+        self.assertChange(events[4], "DeleteSecret", "deleted", sec, store_id=store.id,
+                          secret_name="API_KEY", secret_version=2)
+        self.assertChange(events[5], "DeleteSecretStore", "deleted", res, store_id=store.id)
+        for e in events:
+            raw = e.SerializeToString()
+            self.assertNotIn(value.encode(), raw)
+            self.assertNotIn(self.key.encode(), raw)
+        # Nor in the table, in any column.
+        rows = self.db.psql("SELECT audit_events::text FROM audit_events WHERE store_id = '%s'"
+                            % store.id)
+        self.assertEqual(len(rows.splitlines()), 6)
+        self.assertNotIn(value, rows)
+        self.assertNotIn(self.key, rows)
+
+    def test_sandbox_checkpoint_and_snapshot_calls_leave_one_row_each(self):
+        snapshot = unique("snap")
+        self.call(self.sandboxes.CreateSnapshot, S.sandbox_pb2.CreateSnapshotRequest(
+            name=snapshot))
+        sandbox = self.call(self.sandboxes.CreateSandbox, S.sandbox_pb2.CreateSandboxRequest(
+            snapshot=snapshot))
+        cp = self.call(self.sandboxes.CreateCheckpoint, S.sandbox_pb2.CreateCheckpointRequest(
+            sandbox_id=sandbox.id, name="cp1"))
+        fork = self.call(self.sandboxes.CreateSandboxFromCheckpoint,
+                         S.sandbox_pb2.CreateSandboxFromCheckpointRequest(checkpoint_id=cp.id))
+        self.call(self.sandboxes.DeleteSandbox,
+                  S.sandbox_pb2.DeleteSandboxRequest(sandbox_id=fork.id))
+        self.call(self.sandboxes.DeleteSnapshot,
+                  S.sandbox_pb2.DeleteSnapshotRequest(name=snapshot))
+        sb, fk = "sandboxes/" + sandbox.id, "sandboxes/" + fork.id
+        made, checkpointed = self.changes(2, sandbox_id=sandbox.id)
+        self.assertChange(made, "CreateSandbox", "created", sb, sandbox_id=sandbox.id)
+        self.assertChange(checkpointed, "CreateCheckpoint", "created",
+                          "%s/checkpoints/%s" % (sb, cp.id), sandbox_id=sandbox.id)
+        forked, deleted = self.changes(2, sandbox_id=fork.id)
+        self.assertChange(forked, "CreateSandboxFromCheckpoint", "created", fk,
+                          sandbox_id=fork.id)
+        self.assertChange(deleted, "DeleteSandbox", "deleted", fk, sandbox_id=fork.id)
+
+        def snapshot_rows():
+            rows = [e for e in self.api.list(page_size=1000, kind="management").events
+                    if e.resource == "snapshots/" + snapshot]
+            return rows if len(rows) >= 2 else None
+        snaps = wait_until(snapshot_rows, WRITE_BOUND_S)
+        self.assertEqual([(e.action, e.decision) for e in snaps or []],
+                         [("CreateSnapshot", "created"), ("DeleteSnapshot", "deleted")])
+        for e in snaps:
+            self.assertChange(e, e.action, e.decision, "snapshots/" + snapshot, sandbox_id="",
+                              store_id="")
+
+    def test_a_call_that_fails_leaves_no_row(self):
+        store = self.new_store()
+        missing = str(uuid.uuid4())
+        other_store = self.other.stores.CreateSecretStore(
+            S.secret_store_pb2.CreateSecretStoreRequest(name=unique("other")),
+            metadata=self.other.metadata, timeout=RPC_TIMEOUT_S)
+        NOT_FOUND = grpc.StatusCode.NOT_FOUND
+        self.assertFails(NOT_FOUND, self.call, self.api.stores.DeleteSecretStore,
+                         S.secret_store_pb2.DeleteSecretStoreRequest(store_id=missing))
+        self.assertFails(NOT_FOUND, self.call, self.api.stores.DeleteSecretStore,
+                         S.secret_store_pb2.DeleteSecretStoreRequest(store_id=other_store.id))
+        self.assertFails(NOT_FOUND, self.call, self.api.secrets.DeleteSecret,
+                         S.secret_pb2.DeleteSecretRequest(store_id=store.id, name="NOPE"))
+        self.assertFails(NOT_FOUND, self.call, self.api.secrets.SetSecret,
+                         S.secret_pb2.SetSecretRequest(store_id=other_store.id, name="K",
+                                                       value="v"))
+        self.assertFails(grpc.StatusCode.ALREADY_EXISTS, self.call,
+                         self.api.stores.CreateSecretStore,
+                         S.secret_store_pb2.CreateSecretStoreRequest(name=store.name))
+        self.assertFails(INVALID_ARGUMENT, self.call, self.api.stores.CreateSecretStore,
+                         S.secret_store_pb2.CreateSecretStoreRequest(name="bad name"))
+        self.assertFails(NOT_FOUND, self.call, self.sandboxes.DeleteSandbox,
+                         S.sandbox_pb2.DeleteSandboxRequest(sandbox_id=missing))
+        self.assertFails(NOT_FOUND, self.call, self.sandboxes.CreateSandbox,
+                         S.sandbox_pb2.CreateSandboxRequest(secret_store=unique("none")))
+        # A successful call after the failed ones: once its row is there, theirs would be.
+        self.call(self.api.stores.DeleteSecretStore,
+                  S.secret_store_pb2.DeleteSecretStoreRequest(store_id=store.id))
+        self.changes(2, store_id=store.id)
+        for sid in (missing, other_store.id):
+            self.assertEqual(count_rows(self.db, "store_id = '%s' AND action <> ''" % sid),
+                             1 if sid == other_store.id else 0)   # other's own CreateSecretStore
+            self.assertEqual(count_rows(self.db, "sandbox_id = '%s'" % sid), 0)
+        self.assertEqual(self.changes(1, api=self.other, store_id=other_store.id)[0].action,
+                         "CreateSecretStore")
+
+    def test_rows_belong_to_the_organization_that_made_the_call(self):
+        store = self.new_store()
+        self.changes(1, store_id=store.id)
+        self.assertEqual(list(self.other.list(store_id=store.id).events), [])
+        theirs = [e for e in self.other.list(page_size=1000, kind="management").events
+                  if e.store_id == store.id or self.prefix == e.actor]
+        self.assertEqual(theirs, [])
+        self.assertEqual(count_rows(self.db, "store_id = '%s' AND org_id = '%s'"
+                                    % (store.id, self.org)), 1)
+
+    def test_kind_selects_proxy_decisions_or_management_calls_and_defaults_to_both(self):
+        store = self.new_store()
+        sandbox = str(uuid.uuid4())
+        self.api.record(org_id=self.org, sandbox_id=sandbox, store_id=store.id,
+                        secret_name="API_KEY", decision="substituted", host="api.example.com")
+        self.changes(1, store_id=store.id)
+
+        def by_kind(kind):
+            return [(e.decision, e.action) for e in self.api.list(
+                page_size=1000, store_id=store.id, kind=kind).events]
+        self.assertTrue(wait_until(lambda: len(by_kind("")) == 2, WRITE_BOUND_S), by_kind(""))
+        self.assertEqual(by_kind("management"), [("created", "CreateSecretStore")])
+        self.assertEqual(by_kind("proxy"), [("substituted", "")])
+        self.assertEqual(sorted(by_kind("")),
+                         [("created", "CreateSecretStore"), ("substituted", "")])
+        proxy = self.api.list(store_id=store.id, kind="proxy").events[0]
+        self.assertEqual((proxy.actor, proxy.actor_key_id, proxy.resource), ("", "", ""))
+        self.assertInvalid("kind", self.api.list, kind="everything")
+
+    def test_another_key_of_the_organization_is_named_as_the_actor(self):
+        key = self.db.create_api_key(self.org)
+        api = Api(SHARED, key)
+        self.addCleanup(api.close)
+        store = api.stores.CreateSecretStore(
+            S.secret_store_pb2.CreateSecretStoreRequest(name=unique("key2")),
+            metadata=api.metadata, timeout=RPC_TIMEOUT_S)
+        (event,) = self.changes(1, store_id=store.id)
+        self.assertEqual(event.actor, key[:12])
+        self.assertNotEqual(event.actor_key_id, self.key_id)
+        self.assertEqual(event.actor_key_id, self.db.psql(
+            "SELECT id FROM api_keys WHERE prefix = '%s'" % key[:12]).strip())
 
 
 if __name__ == "__main__":

@@ -273,7 +273,7 @@ class Api:
         events, token = [], ""
         for _ in range(100):
             page = self._call(self.audit.ListAuditEvents, S.audit_pb2.ListAuditEventsRequest(
-                sandbox_id=sandbox_id, page_size=1000, page_token=token))
+                sandbox_id=sandbox_id, page_size=1000, page_token=token, kind="proxy"))
             events += list(page.events)
             token = page.next_page_token
             if not token:
