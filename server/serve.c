@@ -72,6 +72,7 @@ typedef struct {
   sg_strlist proxy_allow_cidr, proxy_allow_port, proxy_resolve;
   long long proxy_max_head_bytes, proxy_max_body_bytes;
   long long proxy_idle_timeout, proxy_upstream_timeout;
+  long long proxy_head_timeout;
 } serve_config;
 
 static serve_config cfg = {
@@ -92,6 +93,7 @@ static serve_config cfg = {
     .proxy_max_head_bytes = 64 << 10,
     .proxy_max_body_bytes = 16 << 20,
     .proxy_idle_timeout = 120,
+    .proxy_head_timeout = 10,
     .proxy_upstream_timeout = 60,
     .sandbox_ca_file = "/etc/sealgate/proxy-ca.pem",
 };
@@ -132,6 +134,9 @@ static const sg_flag flags[] = {
      "it: 413)"},
     {"proxy-idle-timeout", SG_FLAG_INT, &cfg.proxy_idle_timeout, 0, 86400, "SECONDS",
      "close a sandbox's proxy connection idle for this long (default 120; 0: never)"},
+    {"proxy-head-timeout", SG_FLAG_INT, &cfg.proxy_head_timeout, 0, 3600, "SECONDS",
+     "a request head (and a tunnel's TLS handshake) must arrive within this, counted from the "
+     "connection's start or the head's first byte; else 408 and close (default 10; 0: never)"},
     {"proxy-upstream-timeout", SG_FLAG_INT, &cfg.proxy_upstream_timeout, 1, 86400, "SECONDS",
      "connect + handshake upstream, and silence while a response is due (default 60)"},
     {"sandbox-ca-file", SG_FLAG_STR, &cfg.sandbox_ca_file, 0, 0, "PATH",
@@ -601,6 +606,7 @@ static int run(const sg_serve_extras *extras) {
         .max_head_bytes = (size_t)cfg.proxy_max_head_bytes,
         .max_body_bytes = (size_t)cfg.proxy_max_body_bytes,
         .idle_timeout_ms = cfg.proxy_idle_timeout * 1000,
+        .head_timeout_ms = cfg.proxy_head_timeout * 1000,
         .upstream_timeout_ms = cfg.proxy_upstream_timeout * 1000,
     };
     if ((srv.proxy = sg_proxy_new(&srv.proxy_opts, err, sizeof(err))) == NULL) {

@@ -81,6 +81,12 @@ static void conn_free(sg_conn *c) {
   sg_h2_free(c->h2); /* cancels open calls; their handlers may finish them later */
   if (c->ssl != NULL)
     SSL_free(c->ssl);
+  /* Input left unread would make close() reset the connection, and a reset drops whatever
+   * is still queued to the client: the GOAWAY that says why (ENHANCE_YOUR_CALM after a Rapid
+   * Reset flood, say) would never arrive. Read what is there (bounded) so the close is a FIN
+   * after our last bytes. */
+  for (int i = 0; i < 16 && recv(c->fd, read_buf, sizeof(read_buf), MSG_DONTWAIT) > 0; i++)
+    ;
   close(c->fd);
   free(c->pending);
   free(c);

@@ -71,6 +71,7 @@ typedef struct pconn {
   sg_proxy *px;
   struct event_base *base;
   struct bufferevent *cli, *up;
+  struct event *head_timer; /* --proxy-head-timeout: a request head arriving too slowly */
   pstate state;
   char peer[64];
   struct pconn *prev, *next;
@@ -151,6 +152,8 @@ static const char *status_text(int status) {
     return "Forbidden";
   case 407:
     return "Proxy Authentication Required";
+  case 408:
+    return "Request Timeout";
   case 413:
     return "Content Too Large";
   case 431:
@@ -362,6 +365,8 @@ static void pc_free(pconn *pc) {
     sg_view_cancel(pc->sandbox_id, pc);
   if (pc->resolving != NULL)
     pc->resolving->pc = NULL;
+  if (pc->head_timer != NULL)
+    event_free(pc->head_timer);
   if (pc->cli != NULL)
     bufferevent_free(pc->cli);
   if (pc->up != NULL)
@@ -390,6 +395,47 @@ static void no_delay(int fd) {
   (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+/* --- The request-head timer (--proxy-head-timeout) ---------------------------------------
+ *
+ * The idle timeout restarts with every byte, so a client trickling a head one byte at a time
+ * would hold a connection (and its buffers) forever. This timer does not: it starts when a
+ * connection opens (its first head), when the sandbox's TLS handshake inside a tunnel starts,
+ * and at the first byte of each later head on a keep-alive connection, and stops when the head
+ * is complete. If it fires first: 408 and close (during the TLS handshake: close). */
+
+static void on_head_timeout(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  pconn *pc = arg;
+  if (pc->state == P_HANDSHAKE) {
+    sg_log_begin(SG_LOG_WARN, "proxy_head_timeout");
+    sg_log_cstr("peer", pc->peer);
+    sg_log_cstr("detail", "TLS handshake inside the tunnel not finished in time; closing");
+    sg_log_end();
+    pc_free(pc);
+    return;
+  }
+  if (pc->state != P_HEAD)
+    return;
+  pc->rq.method[0] = '\0';
+  pc->rq.path[0] = '\0';
+  pc->started_ns = 0;
+  fail(pc, 408, "request head not received in time");
+}
+
+static void head_timer_start(pconn *pc) {
+  int64_t t = pc->px->opts->head_timeout_ms;
+  if (t <= 0 || pc->head_timer == NULL || evtimer_pending(pc->head_timer, NULL))
+    return;
+  struct timeval tv = {(time_t)(t / 1000), (suseconds_t)(t % 1000) * 1000};
+  evtimer_add(pc->head_timer, &tv);
+}
+
+static void head_timer_stop(pconn *pc) {
+  if (pc->head_timer != NULL)
+    evtimer_del(pc->head_timer);
+}
+
 void sg_proxy_conn_start(sg_proxy *px, int fd, const char *peer) {
   sg_loop *loop = sg_loop_current();
   no_delay(fd);
@@ -414,6 +460,8 @@ void sg_proxy_conn_start(sg_proxy *px, int fd, const char *peer) {
   bufferevent_setwatermark(pc->cli, EV_WRITE, PIPE_LOW, 0);
   bufferevent_setcb(pc->cli, on_client_read, on_client_write, on_client_event, pc);
   bufferevent_enable(pc->cli, EV_READ | EV_WRITE);
+  pc->head_timer = evtimer_new(pc->base, on_head_timeout, pc);
+  head_timer_start(pc); /* the first head counts from the connection's start */
 }
 
 void sg_proxy_close_all(void) {
@@ -513,6 +561,7 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg) {
   pconn *pc = arg;
   if (what & BEV_EVENT_CONNECTED) {
     /* The sandbox's TLS handshake inside the tunnel is done. */
+    head_timer_stop(pc); /* the first byte of a head inside starts it again */
     SSL *ssl = bufferevent_openssl_get_ssl(pc->cli);
     const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     char norm[SG_HOST_MAX + 1];
@@ -888,6 +937,8 @@ static void start_client_tls(pconn *pc) {
   pc->state = P_HANDSHAKE;
   free(pc->head);
   pc->head = NULL;
+  head_timer_stop(pc);
+  head_timer_start(pc); /* the handshake inside the tunnel must finish in time too */
 }
 
 /* --- Requests -------------------------------------------------------------------------- */
@@ -1500,6 +1551,7 @@ static void process_head(pconn *pc) {
   size_t avail = evbuffer_get_length(in);
   if (avail == 0)
     return;
+  head_timer_start(pc); /* no-op if it runs already (since the connection's start) */
   size_t max = pc->px->opts->max_head_bytes;
   size_t take = avail < max ? avail : max;
   const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)take);
@@ -1511,6 +1563,7 @@ static void process_head(pconn *pc) {
   int n = sg_h1_parse_request(buf, take, max, &pc->req);
   if (n == SG_H1_PARTIAL)
     return;
+  head_timer_stop(pc);
   pc->head_seen = 0;
   snprintf(pc->rq.method, sizeof(pc->rq.method), "%.*s",
            n > 0 ? (int)(pc->req.method_len < 15 ? pc->req.method_len : 15) : 0,

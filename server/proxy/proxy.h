@@ -28,6 +28,9 @@ typedef struct {
   size_t max_head_bytes;       /* a request head over this: 431 */
   size_t max_body_bytes;       /* a body the proxy must buffer over this: 413 */
   int64_t idle_timeout_ms;     /* a client connection with no request for this long is closed */
+  int64_t head_timeout_ms;     /* a request head (or the tunnel's TLS handshake) must be complete
+                                * this long after the connection opened or its first byte came;
+                                * else 408 and close (0: no limit) */
   int64_t upstream_timeout_ms; /* connect + handshake, and silence while a response is due */
 } sg_proxy_options;
 

@@ -24,6 +24,7 @@ struct sg_h2 {
   char *peer;
   sg_list calls; /* open calls, through sg_call.link */
   size_t open;
+  size_t partial;     /* of those, streams whose request header block is still arriving */
   size_t out_queued;  /* response bytes calls have queued and nghttp2 has not taken yet */
   size_t in_buffered; /* bytes held by the calls' request decoders */
   int in_recv;

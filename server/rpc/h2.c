@@ -28,7 +28,7 @@ void sg_h2_kick(sg_h2 *h2) {
 }
 
 size_t sg_h2_open_streams(const sg_h2 *h2) {
-  return h2->open;
+  return h2->open - h2->partial;
 }
 
 int64_t sg_h2_last_activity(const sg_h2 *h2) {
@@ -143,6 +143,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
   sg_call *call = sg_call_new(h2, frame->hd.stream_id);
   sg_list_push(&h2->calls, &call->link);
   h2->open++;
+  h2->partial++; /* not a call until its header block is complete */
   nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, call);
   return 0;
 }
@@ -195,6 +196,8 @@ static int subtype_ok(const sg_call *call) {
 /* All headers are in: validate, route, and arm the deadline. */
 static void on_request_headers(sg_h2 *h2, sg_call *call) {
   char msg[256];
+  if (!call->headers_done)
+    h2->partial--;
   call->headers_done = 1;
   if (call->headers_too_large) {
     snprintf(msg, sizeof(msg), "request metadata exceeds the limit of %u bytes",
@@ -434,6 +437,8 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 static void close_call(sg_h2 *h2, sg_call *call) {
   sg_list_remove(&call->link);
   h2->open--;
+  if (!call->headers_done)
+    h2->partial--;
   sg_call_detach(call);
   int code = call->status >= 0       ? call->status
              : call->deadline_passed ? SG_STATUS_DEADLINE_EXCEEDED

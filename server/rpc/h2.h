@@ -79,7 +79,9 @@ void sg_h2_shutdown(sg_h2 *h2);
 /* Closes the session at once with GOAWAY(NO_ERROR), for an idle connection. */
 void sg_h2_terminate(sg_h2 *h2);
 
-/* Streams open on the session. */
+/* Calls open on the session: streams whose request header block has arrived in full. A stream
+ * whose headers are still arriving does not count, so a peer trickling a header block byte by
+ * byte cannot hold the idle timeout off (it never completes a frame either). */
 size_t sg_h2_open_streams(const sg_h2 *h2);
 
 /* Monotonic time (ns) of the last complete frame received; a peer trickling partial frames
