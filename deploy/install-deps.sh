@@ -16,9 +16,10 @@ run=("${build[@]}" postgresql-15 openssl)
 # for the C client library. python3-h2: the HTTP/2 upstream of the proxy suite (tests/e2e).
 # nginx: the grpc_pass load balancer of deploy/local-cluster.sh (tests/cluster); python3-yaml,
 # yamllint and systemd (systemd-analyze): the checks of deploy/'s manifests and unit.
+# clang and its runtimes (libFuzzer, ASan, UBSan): the fuzzers of tests/fuzz.
 test=("${run[@]}" libcriterion-dev python3 python3-grpcio python3-protobuf python3-cryptography
       python3-h2 protobuf-compiler-grpc libgrpc++-dev g++ curl procps
-      nginx python3-yaml yamllint systemd)
+      nginx python3-yaml yamllint systemd clang libclang-rt-14-dev)
 # Node and npm for the Node interop client (tests/interop/node), unless a node with its own npm
 # is there already (NodeSource's nodejs bundles npm and conflicts with Debian's npm package).
 command -v npm >/dev/null || test+=(nodejs npm)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test from a fresh clone: installs the Debian packages the tests need, builds,
 # runs the whole suite (Criterion units, end-to-end tests with real gRPC peers), then builds
-# again under AddressSanitizer + UndefinedBehaviorSanitizer and runs the suite a second time.
+# again under AddressSanitizer + UndefinedBehaviorSanitizer and runs the suite a second time,
+# then runs each libFuzzer harness of tests/fuzz briefly (clang, ASan + UBSan).
 #   tests/run.sh            everything
 #   tests/run.sh --quick    the plain build only
+#   SEALGATE_FUZZ_SECONDS=N how long each fuzzer runs (default 30; tests/fuzz/run.sh for more)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,5 +40,8 @@ if [ "$quick" -eq 0 ]; then
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
   export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
   run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
+
+  echo "== fuzzing (libFuzzer, ${SEALGATE_FUZZ_SECONDS:-30} s per harness) =="
+  tests/fuzz/run.sh "${SEALGATE_FUZZ_SECONDS:-30}" build-fuzz
 fi
 echo "all tests passed"
