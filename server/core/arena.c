@@ -60,15 +60,22 @@ sg_arena *sg_arena_new(void) {
   return a;
 }
 
+/* Arenas hold what calls decode and encode: SetSecret values, decrypted values on their way
+ * to the proxy's views, sealed tokens. Memory is wiped before it is reused or given back, so
+ * a later heap reader (a core dump the process forbids, a bug reading freed memory) finds
+ * none of it. explicit_bzero, not memset: the compiler may not drop it before free(). */
 static void free_list(sg_arena_chunk *c) {
   while (c != NULL) {
     sg_arena_chunk *next = c->next;
+    explicit_bzero(c->data, c->cap);
     free(c);
     c = next;
   }
 }
 
 void sg_arena_reset(sg_arena *a) {
+  /* The current chunk is filled up to pos; every earlier one may be filled to its end. */
+  explicit_bzero(a->first->data, a->chunk == a->first ? a->pos : a->first->cap);
   free_list(a->first->next);
   free_list(a->large);
   a->first->next = NULL;

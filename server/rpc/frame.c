@@ -11,6 +11,8 @@ void sg_frame_decoder_init(sg_frame_decoder *d, size_t max_len) {
 }
 
 void sg_frame_decoder_free(sg_frame_decoder *d) {
+  if (d->buf != NULL)
+    explicit_bzero(d->buf, d->buf_cap); /* a message being reassembled may carry a value */
   free(d->buf);
   d->buf = NULL;
   d->buf_len = d->buf_cap = 0;
@@ -48,7 +50,14 @@ static void reserve(sg_frame_decoder *d, size_t more) {
     cap *= 2;
   if (cap > d->declared_len)
     cap = d->declared_len;
-  d->buf = sg_realloc(d->buf, cap);
+  /* Not realloc: the old block, holding the message so far, is wiped before it is freed. */
+  uint8_t *grown = sg_malloc(cap);
+  if (d->buf != NULL) {
+    memcpy(grown, d->buf, d->buf_len);
+    explicit_bzero(d->buf, d->buf_cap);
+    free(d->buf);
+  }
+  d->buf = grown;
   d->buf_cap = cap;
 }
 
