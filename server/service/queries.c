@@ -119,20 +119,23 @@ const sg_db_stmt sg_queries[Q_COUNT] = {
      * back. */
     [Q_SECRET_WRITE] = {"secret_write",
                         "INSERT INTO secrets AS s (org_id, store_id, name, allowed_hosts, "
-                        "version, nonce, ciphertext) "
+                        "version, nonce, ciphertext, created_at, updated_at) "
                         "SELECT $1::uuid, $2::uuid, $3, $4::text[], $5::bigint, $6::bytea, "
-                        "$7::bytea WHERE EXISTS (SELECT 1 FROM secret_stores WHERE "
+                        "$7::bytea, now.t, now.t FROM (SELECT clock_timestamp() AS t) now "
+                        "WHERE EXISTS (SELECT 1 FROM secret_stores WHERE "
                         "id = $2::uuid AND org_id = $1::uuid AND deleted_at IS NULL) "
                         "ON CONFLICT (store_id, name) DO UPDATE SET "
                         "allowed_hosts = EXCLUDED.allowed_hosts, version = EXCLUDED.version, "
                         "nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext, "
-                        "updated_at = clock_timestamp(), "
+                        "updated_at = EXCLUDED.updated_at, "
                         "created_at = CASE WHEN s.deleted_at IS NULL THEN s.created_at "
-                        "ELSE clock_timestamp() END, "
+                        "ELSE EXCLUDED.created_at END, "
                         "use_count = CASE WHEN s.deleted_at IS NULL THEN s.use_count ELSE 0 END, "
                         "last_used_at = CASE WHEN s.deleted_at IS NULL THEN s.last_used_at END, "
                         "deleted_at = NULL "
-                        "WHERE s.version < EXCLUDED.version RETURNING " SECRET_COLS("s."),
+                        "WHERE s.version < EXCLUDED.version RETURNING " SECRET_COLS(
+                            "s.") ", "
+                                  "s.created_at = s.updated_at",
                         7},
     [Q_SECRET_GET] =
         {"secret_get",
@@ -194,10 +197,15 @@ const sg_db_stmt sg_queries[Q_COUNT] = {
                         "AND (created_at, id) > ($2::timestamp AT TIME ZONE 'UTC', $3::uuid) "
                         "ORDER BY created_at, id LIMIT $4",
                         4},
-    /* Deleting twice is not an error: the sandbox is stopped either way. */
+    /* Deleting twice is not an error: the sandbox is stopped either way. The second column
+     * says whether this statement stopped it (the audit trail records one deletion). The
+     * outer SELECT sees the row as before the UPDATE, so a sandbox stopped already (or by a
+     * concurrent delete, whose lock the UPDATE waited for) comes back as false. */
     [Q_SANDBOX_STOP] = {"sandbox_stop",
-                        "UPDATE sandboxes SET stopped_at = coalesce(stopped_at, clock_timestamp()) "
-                        "WHERE id = $1 AND org_id = $2 RETURNING id",
+                        "WITH stop AS (UPDATE sandboxes SET stopped_at = clock_timestamp() "
+                        "WHERE id = $1 AND org_id = $2 AND stopped_at IS NULL RETURNING id) "
+                        "SELECT id, true FROM stop UNION ALL SELECT id, false FROM sandboxes "
+                        "WHERE id = $1 AND org_id = $2 AND NOT EXISTS (SELECT 1 FROM stop)",
                         2},
     /* Kind 0: the sandbox (exists); 1: one row per layer with its store's current allowlist
      * (a deleted store's too: its sandboxes keep working); 2: one row per token whose secret

@@ -18,7 +18,8 @@ enum {
   Q_STORE_UPDATE,      /* $1 id, $2 org, $3 set name?, $4 name, $5 set list?, $6 list -> store */
   Q_STORE_DELETE,      /* $1 id, $2 org -> id */
   Q_SECRET_RESERVE,    /* $1 store, $2 org, $3 name -> store id, the next version */
-  Q_SECRET_WRITE,      /* $1 org, $2 store, $3 name, $4 hosts, $5 version, $6 nonce, $7 ct */
+  Q_SECRET_WRITE,      /* $1 org, $2 store, $3 name, $4 hosts, $5 version, $6 nonce, $7 ct
+                        * -> secret + created (bool, at SECRET_N_COLS) */
   Q_SECRET_GET,        /* $1 store, $2 org, $3 name -> secret */
   Q_SECRET_LIST,       /* $1 store, $2 org -> store id + secrets (NULL name: none) */
   Q_SECRET_DELETE,     /* $1 store, $2 org, $3 name -> id, version, store id */

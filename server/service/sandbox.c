@@ -658,7 +658,8 @@ static void stopped(void *arg, PGresult *res) {
   sg_op *o = arg;
   const char *id = ((const Sealgate__V1__DeleteSandboxRequest *)o->req)->sandbox_id;
   if (sg_db_changed(res)) {
-    changed(o, SG_AUDIT_DELETED, PQgetvalue(res, 0, 0), "sandboxes/%s", PQgetvalue(res, 0, 0));
+    if (PQgetvalue(res, 0, 1)[0] == 't') /* this call stopped it, not an earlier one */
+      changed(o, SG_AUDIT_DELETED, PQgetvalue(res, 0, 0), "sandboxes/%s", PQgetvalue(res, 0, 0));
     sg_gen_bump(SG_GEN_SANDBOXES); /* this node's proxy views at once; others on the notification */
     if (sg_local_runtime_on())
       sg_local_runtime_remove("sandboxes", PQgetvalue(res, 0, 0));

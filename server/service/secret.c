@@ -47,11 +47,12 @@ static void secret_changed(op *o, sg_audit_decision what, const char *store_id, 
   sg_change_record(o->call, o->org, what, &c);
 }
 
-/* SetSecret made |version|: the first of its name creates the secret. */
-static void secret_set(set_state *st) {
+/* SetSecret made |version|, creating the secret (the first of its name, or the first since
+ * it was deleted) or updating it. */
+static void secret_set(set_state *st, int created) {
   const Sealgate__V1__SetSecretRequest *req = (const void *)st->op.req;
-  secret_changed(&st->op, st->version == 1 ? SG_AUDIT_CREATED : SG_AUDIT_UPDATED, st->store_id,
-                 req->name, st->version);
+  secret_changed(&st->op, created ? SG_AUDIT_CREATED : SG_AUDIT_UPDATED, st->store_id, req->name,
+                 st->version);
 }
 
 static char *store_not_found(op *o, const char *id) {
@@ -96,7 +97,7 @@ static void reread(void *arg, PGresult *res) {
   e.version = st->version;
   e.allowed_hosts = st->host_list;
   e.n_allowed_hosts = st->n_hosts;
-  secret_set(st);
+  secret_set(st, st->version == 1); /* overtaken: a later version exists, so it existed */
   sg_call_reply(o->call, &e.base);
 }
 
@@ -120,7 +121,9 @@ static void written(void *arg, PGresult *res) {
   Sealgate__V1__SecretEntry e;
   if (entry_from_row(o, res, 0, &e) != 0)
     return;
-  secret_set(st);
+  /* Q_SECRET_WRITE gives a secret it creates (new, or back from deletion) one timestamp for
+   * both, and says so in the column after the entry's; an update keeps the creation time. */
+  secret_set(st, PQgetvalue(res, 0, SECRET_N_COLS)[0] == 't');
   sg_call_reply(o->call, &e.base);
 }
 

@@ -817,6 +817,32 @@ class ManagementTest(ApiTestCase):
             self.assertChange(e, e.action, e.decision, "snapshots/" + snapshot, sandbox_id="",
                               store_id="")
 
+    def test_a_secret_set_again_after_its_deletion_is_created_and_a_second_delete_is_no_change(self):
+        value = "mgmt-again-" + uuid.uuid4().hex
+        helpers.record_sensitive(value)
+        store = self.new_store()
+        for step in ("set", "delete", "set", "set"):
+            if step == "set":
+                self.call(self.api.secrets.SetSecret, S.secret_pb2.SetSecretRequest(
+                    store_id=store.id, name="AGAIN", value=value))
+            else:
+                self.call(self.api.secrets.DeleteSecret,
+                          S.secret_pb2.DeleteSecretRequest(store_id=store.id, name="AGAIN"))
+        events = self.changes(5, store_id=store.id)  # CreateSecretStore and the four steps
+        self.assertEqual([(e.action, e.decision, e.secret_version) for e in events[1:]],
+                         [("SetSecret", "created", 1), ("DeleteSecret", "deleted", 1),
+                          ("SetSecret", "created", 2), ("SetSecret", "updated", 3)])
+        # A sandbox deleted twice: both calls succeed, one deletion is recorded.
+        sandbox = self.call(self.sandboxes.CreateSandbox, S.sandbox_pb2.CreateSandboxRequest())
+        for _ in range(2):
+            self.call(self.sandboxes.DeleteSandbox,
+                      S.sandbox_pb2.DeleteSandboxRequest(sandbox_id=sandbox.id))
+        self.assertEqual([(e.action, e.decision) for e in
+                          self.changes(2, sandbox_id=sandbox.id)],
+                         [("CreateSandbox", "created"), ("DeleteSandbox", "deleted")])
+        time.sleep(0.5)  # a wrongly recorded second deletion would be written by now
+        self.changes(2, sandbox_id=sandbox.id)
+
     def test_a_call_that_fails_leaves_no_row(self):
         store = self.new_store()
         missing = str(uuid.uuid4())
