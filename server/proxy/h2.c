@@ -271,6 +271,13 @@ static void submit_upstream(stream *st) {
                  method ? method->value_len : 0, path ? path->value : "",
                  path ? path->value_len : 0);
   st->started_ns = sg_now_ns();
+  if (!sg_view_host_allowed(t->view, t->host)) {
+    /* The store's allowlist changed since the CONNECT: the tunnel's streams stop here. */
+    const char *why = "host no longer in the sandbox's egress allowlist";
+    sg_subst_audit_event(&st->rq, NULL, SG_AUDIT_DENIED, why);
+    refuse(st, 403, why);
+    return;
+  }
 
   nghttp2_nv *nv = sg_calloc(st->req.n, sizeof(*nv));
   char **owned = sg_calloc(st->req.n, sizeof(*owned));

@@ -82,8 +82,9 @@ typedef struct pconn {
   uint8_t cred_digest[32];
 
   /* Where this connection goes: fixed by CONNECT, or by each plain-http request. */
-  int tunnel;    /* the target came from CONNECT: TLS upstream */
-  int in_tunnel; /* the sandbox's TLS inside the tunnel is up: requests come through it */
+  int tunnel;             /* the target came from CONNECT: TLS upstream */
+  uint16_t standard_port; /* 443 for CONNECT, 80 for plain http: allowed without the flag */
+  int in_tunnel;          /* the sandbox's TLS inside the tunnel is up: requests come through it */
   sg_authority target;
   struct sockaddr_storage addr;
   int sni_state;            /* 0 none, 1 matches the CONNECT host, -1 differs */
@@ -661,13 +662,18 @@ static void on_view(void *arg, sg_view_status status, sg_view *view) {
 
 /* Checks the credential against the view. Returns 0, or -1 after answering. */
 static int check_credential(pconn *pc) {
+  /* The sandbox exists, so its organization can see the refusal in its audit trail: a wrong
+   * credential for one of its sandboxes is someone guessing, or a leaked id. */
   if (CRYPTO_memcmp(pc->view->proxy_digest, pc->cred_digest, 32) != 0) {
+    audit(pc, NULL, SG_AUDIT_DENIED, "proxy credential not valid");
     sg_view_unref(pc->view);
     pc->view = NULL;
+    pc->rq.view = NULL; /* audit() pointed it there */
     fail(pc, 407, "proxy credential not valid");
     return -1;
   }
   if (!sg_view_live(pc->view)) {
+    audit(pc, NULL, SG_AUDIT_DENIED, "sandbox has ended");
     fail(pc, 407, "sandbox has ended");
     return -1;
   }
@@ -1514,18 +1520,23 @@ static void proxy_request(pconn *pc) {
     fail(pc, 407, "proxy credential missing or malformed");
     return;
   }
-  if (!port_allowed(pc->px, a.port, standard)) {
-    fail(pc, 403, "port not allowed");
-    return;
-  }
+  pc->standard_port = standard; /* the port needs no --proxy-allow-port (after_auth) */
   need_view(pc);
 }
+
+#define HOST_NO_LONGER_ALLOWED "host no longer in the sandbox's egress allowlist"
 
 /* After the view: the credential, the allowlist, then the address. */
 static void after_auth(pconn *pc) {
   if (!pc->in_tunnel) {
     if (check_credential(pc) != 0)
       return;
+    /* Checked once the sandbox is known, so the refusal is audited like the others. */
+    if (!port_allowed(pc->px, pc->target.port, pc->standard_port)) {
+      audit(pc, NULL, SG_AUDIT_DENIED, "port not allowed");
+      fail(pc, 403, "port not allowed");
+      return;
+    }
     if (!sg_view_host_allowed(pc->view, pc->target.host)) {
       audit(pc, NULL, SG_AUDIT_DENIED, "host not in the sandbox's egress allowlist");
       fail(pc, 403, "host not in the sandbox's egress allowlist");
@@ -1538,9 +1549,16 @@ static void after_auth(pconn *pc) {
     resolve_target(pc);
     return;
   }
-  /* Inside the tunnel: the view was refreshed; the sandbox must still be live. */
+  /* Inside the tunnel: the view was refreshed; the sandbox must still be live, and the
+   * tunnel's host still in its allowlist (a store's allowlist change reaches open tunnels at
+   * their next request, not only new CONNECTs). */
   if (!sg_view_live(pc->view)) {
     fail(pc, 403, "sandbox has ended");
+    return;
+  }
+  if (!sg_view_host_allowed(pc->view, pc->target.host)) {
+    audit(pc, NULL, SG_AUDIT_DENIED, HOST_NO_LONGER_ALLOWED);
+    fail(pc, 403, HOST_NO_LONGER_ALLOWED);
     return;
   }
   tunnel_request(pc);

@@ -220,6 +220,12 @@ class Api:
         return self._call(self.secrets.SetSecret, S.secret_pb2.SetSecretRequest(
             store_id=store_id, name=name, value=value, allowed_hosts=list(allowed_hosts)))
 
+    def set_allowlist(self, store_id, egress_allowlist):
+        return self._call(self.stores.UpdateSecretStore, S.secret_store_pb2
+                          .UpdateSecretStoreRequest(store_id=store_id,
+                                                    egress_allowlist=list(egress_allowlist),
+                                                    update_mask={"paths": ["egress_allowlist"]}))
+
     def list_secrets(self, store_id):
         return {e.name: e for e in self._call(self.secrets.ListSecrets, S.secret_pb2
                                               .ListSecretsRequest(store_id=store_id)).secrets}
@@ -1262,6 +1268,11 @@ class ProxyAuthTest(SubstitutionBase):
                     self.assertProxyAuthRequired(r, name)
         # The same sandbox with its credential: through.
         self.assertOk(https(sandbox, ANTHROPIC, self.path()))
+        # A wrong secret for an existing sandbox is in its organization's audit trail (the
+        # other cases name no sandbox of the organization).
+        events = self.wait_audit(sandbox.id, decision="denied",
+                                 reason="proxy credential not valid")
+        self.assertEqual({e.host for e in events}, {ANTHROPIC})
 
     def test_a_deleted_sandboxs_credential_is_407(self):
         # Strict reading: "after DeleteSandbox every token is dead" within the second a cache
@@ -1277,6 +1288,7 @@ class ProxyAuthTest(SubstitutionBase):
         self.assertTrue(r, "still let through %.1fs after DeleteSandbox" % ROTATION_WAIT_S)
         self.assertProxyAuthRequired(r)
         self.assertProxyAuthRequired(http(sandbox, ANTHROPIC, self.path()))
+        self.wait_audit(sandbox.id, decision="denied", reason="sandbox has ended")
 
     def test_an_expired_sandboxs_credential_is_407(self):
         _, _, _, store = self.one_secret_sandbox()
@@ -1321,6 +1333,7 @@ class EgressPolicyTest(SubstitutionBase):
             with self.subTest(port=port):
                 self.assertStatusAndNothingSent(
                     403, lambda: https(sandbox, ANTHROPIC, "/", port=port))
+        self.wait_audit(sandbox.id, decision="denied", reason="port not allowed")
 
     def test_a_host_outside_the_layered_allowlist_is_403_and_audited_denied(self):
         """denied.test resolves and the secret allows it, but no layer's allowlist does."""
@@ -1334,6 +1347,32 @@ class EgressPolicyTest(SubstitutionBase):
         event = self.wait_audit(sandbox.id, decision="denied", host="denied.test")[0]
         self.assertEqual(event.sandbox_id, sandbox.id)
         self.assertTrue(event.reason)
+
+    def test_an_allowlist_change_closes_an_open_tunnel_at_its_next_request(self):
+        """A tunnel opened while its host was allowed: once the store's allowlist drops the
+        host, the next request on that same connection is 403 (within a second), reaches
+        nothing upstream, and is audited denied."""
+        sandbox, value, token, store = self.one_secret_sandbox()
+        host = authority(ANTHROPIC, UP.main.port)
+        conn, r = open_tunnel(sandbox, ANTHROPIC, UP.main.port)
+        with conn:
+            self.assertEqual(r.status, 200, r)
+            path = self.path("before")
+            self.assertOk(conn.request("GET", path, [("Host", host), ("X-Api-Key", token)]))
+            self.assertEqual(self.only_request(UP.main, path).header("x-api-key"), value)
+            self.api.set_allowlist(store.id, ["other.test"])
+            deadline = time.monotonic() + ROTATION_WAIT_S
+            while True:
+                path = self.path("after")
+                resp = conn.request("GET", path, [("Host", host), ("X-Api-Key", token)])
+                if resp.status != 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        self.assertEqual(resp.status, 403, "still forwarded %.1fs after the allowlist change"
+                         % ROTATION_WAIT_S)
+        self.assertEqual(UP.main.find(path), [])
+        event = self.wait_audit(sandbox.id, decision="denied", host=ANTHROPIC)[0]
+        self.assertIn("no longer", event.reason)
 
     def test_the_allowed_cidr_opens_only_its_own_range(self):
         """--proxy-allow-cidr 127.0.0.0/8 lets 127.0.0.1 through; 10.0.0.1 and the metadata
@@ -1626,6 +1665,34 @@ class GrpcTest(SubstitutionBase):
                 self.assertIn(("x-echo-trailer", token), trailing)
                 self.assertNotIn(value, repr(initial) + repr(trailing))
                 self.assertEqual(got[0].values("proxy-authorization"), [])
+
+    def test_an_allowlist_change_stops_the_calls_of_an_open_h2_tunnel(self):
+        """One grpcio channel (one HTTP/2 tunnel): after the store's allowlist drops the host,
+        its next calls are refused with 403 (PERMISSION_DENIED to gRPC), audited denied, and
+        reach nothing upstream."""
+        sandbox, value, token, store = self.one_secret_sandbox(allowlist=[GRPC_HOST])
+        echo = self.channel(sandbox).unary_unary(upstream.GRPC_ECHO_METHOD)
+        tag = unique("grpc-before")
+        echo(b"{}", timeout=IO_TIMEOUT_S, metadata=(("x-api-key", token), ("x-tag", tag)))
+        self.assertEqual(UP.grpc.find("x-tag", tag)[0].value("x-api-key"), value)
+        self.api.set_allowlist(store.id, ["other.test"])
+        deadline = time.monotonic() + ROTATION_WAIT_S
+        while True:
+            tag = unique("grpc-after")
+            try:
+                echo(b"{}", timeout=IO_TIMEOUT_S, metadata=(("x-api-key", token),
+                                                            ("x-tag", tag)))
+            except grpc.RpcError as e:
+                code = e.code()
+                break
+            if time.monotonic() > deadline:
+                self.fail("calls still forwarded %.1fs after the allowlist change"
+                          % ROTATION_WAIT_S)
+            time.sleep(0.05)
+        self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED)
+        self.assertEqual(UP.grpc.find("x-tag", tag), [])
+        event = self.wait_audit(sandbox.id, decision="denied", host=GRPC_HOST)[0]
+        self.assertIn("no longer", event.reason)
 
 
 if __name__ == "__main__":
