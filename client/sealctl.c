@@ -1468,17 +1468,17 @@ static int audit_list(int argc, char **argv) {
       {"secret", SG_FLAG_STR, &secret, 0, 0, "NAME", "only this secret's events", 1},
       {"since", SG_FLAG_STR, &since, 0, 0, "TIME", "only events at or after TIME (RFC 3339)", 1},
       {"kind", SG_FLAG_STR, &kind, 0, 0, "KIND",
-       "proxy (the egress proxy's decisions) or management (calls that changed something); "
-       "default both",
+       "proxy (the egress proxy's decisions; the default), management (calls that changed "
+       "something) or all",
        1},
       PAGE_FLAGS(page_size, token),
   };
   static sg_positionals pos;
   parse("sealctl audit list [--sandbox ID] [--store ID] [--secret NAME] [--since TIME] "
-        "[--kind proxy|management] [--page-size N [--page-token TOKEN]]",
+        "[--kind proxy|management|all] [--page-size N [--page-token TOKEN]]",
         "Lists what the egress proxy did with secrets (substituted, withheld, denied, "
-        "redacted) and the management calls that changed something (created, updated, "
-        "deleted, with the API key's prefix as actor).",
+        "redacted) or, with --kind management or all, the calls that changed something "
+        "(created, updated, deleted, with the API key's prefix as actor).",
         own, SG_ARRAY_LEN(own), argc, argv, &pos, 0, 0);
   connect_channel(1);
   listing l;

@@ -78,10 +78,11 @@ static int64_t *bucket(const sg_ratelimit *rl, shard *s, const uint8_t *key, int
     return &s->overflow_tat;
   memcpy(free_place->key, key, SG_RATELIMIT_KEY_LEN);
   free_place->used = 1;
-  /* A key that was charged to the overflow bucket must not find a full bucket of its own just
-   * because a place came free: while the overflow bucket is in debt, a new place starts with
-   * that debt (at most one burst's worth). */
-  free_place->tat = s->overflow_tat > now ? s->overflow_tat : now;
+  /* A new place starts full, as for any new key. Not with the overflow bucket's debt: that
+   * debt may be other keys', of other organizations, and a key must never be refused for what
+   * another did. (A key moving out of the overflow bucket gains at most one burst, and only
+   * when another key's place has gone idle.) */
+  free_place->tat = now;
   return &free_place->tat;
 }
 

@@ -382,7 +382,11 @@ static void conn_read(sg_conn *c) {
       conn_close(c);
       return;
     }
-    if (sg_h2_recv(c->h2, read_buf, (size_t)n) != 0) {
+    int rv = sg_h2_recv(c->h2, read_buf, (size_t)n);
+    /* nghttp2 and the calls took what they keep; the decrypted bytes (a SetSecret value, say)
+     * are not left in the thread's buffer until the next read overwrites them. */
+    explicit_bzero(read_buf, (size_t)n);
+    if (rv != 0) {
       conn_flush(c); /* nghttp2 may have queued a GOAWAY worth sending */
       conn_close(c);
       return;

@@ -662,16 +662,16 @@ static void on_view(void *arg, sg_view_status status, sg_view *view) {
 
 /* Checks the credential against the view. Returns 0, or -1 after answering. */
 static int check_credential(pconn *pc) {
-  /* The sandbox exists, so its organization can see the refusal in its audit trail: a wrong
-   * credential for one of its sandboxes is someone guessing, or a leaked id. */
+  /* A wrong credential is logged and counted, not audited: anyone who knows a sandbox id (it
+   * is no secret) could otherwise fill its organization's trail, and the writer's queue, with
+   * rows whose host and path they choose. The credential's holder is not who is asking. */
   if (CRYPTO_memcmp(pc->view->proxy_digest, pc->cred_digest, 32) != 0) {
-    audit(pc, NULL, SG_AUDIT_DENIED, "proxy credential not valid");
     sg_view_unref(pc->view);
     pc->view = NULL;
-    pc->rq.view = NULL; /* audit() pointed it there */
     fail(pc, 407, "proxy credential not valid");
     return -1;
   }
+  /* From here the caller holds the sandbox's credential: its refusals are audited. */
   if (!sg_view_live(pc->view)) {
     audit(pc, NULL, SG_AUDIT_DENIED, "sandbox has ended");
     fail(pc, 407, "sandbox has ended");

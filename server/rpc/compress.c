@@ -88,12 +88,20 @@ int sg_decompress(sg_encoding enc, const uint8_t *in, size_t len, size_t max_out
       result = SG_COMPRESS_ERR_TOO_LARGE;
       break;
     }
-    cap = cap * 2 < limit ? cap * 2 : limit;
-    buf = sg_realloc(buf, cap);
+    /* Not realloc: the old block holds the message so far (it may carry a secret value), and
+     * is wiped before it is freed. */
+    size_t grown_cap = cap * 2 < limit ? cap * 2 : limit;
+    uint8_t *grown = sg_malloc(grown_cap);
+    memcpy(grown, buf, zs.total_out);
+    explicit_bzero(buf, zs.total_out);
+    free(buf);
+    buf = grown;
+    cap = grown_cap;
   }
   size_t produced = zs.total_out;
   inflateEnd(&zs);
   if (result != 0) {
+    explicit_bzero(buf, produced);
     free(buf);
     return result;
   }

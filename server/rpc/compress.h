@@ -32,7 +32,9 @@ const char *sg_encoding_name(sg_encoding enc);
 int sg_encoding_accepted(const char *list, size_t len, sg_encoding enc);
 
 /* Decompresses |len| bytes into a malloc'd buffer of at most |max_out| bytes that the caller
- * frees. Returns 0, SG_COMPRESS_ERR_TOO_LARGE or SG_COMPRESS_ERR_CORRUPT. */
+ * wipes and frees (a request may carry a secret value). Returns 0, SG_COMPRESS_ERR_TOO_LARGE
+ * or SG_COMPRESS_ERR_CORRUPT; on error nothing is left to free, and what was inflated is
+ * wiped. */
 int sg_decompress(sg_encoding enc, const uint8_t *in, size_t len, size_t max_out, uint8_t **out,
                   size_t *out_len);
 

@@ -251,16 +251,24 @@ static void on_request_headers(sg_h2 *h2, sg_call *call) {
 
 /* --- Request messages ---------------------------------------------------------------------- */
 
+/* A decompressed request is wiped before it is freed: it may carry a secret value. */
+static void free_plain(uint8_t *plain, size_t len) {
+  if (plain != NULL) {
+    explicit_bzero(plain, len);
+    free(plain);
+  }
+}
+
 static int on_message(void *ud, int compressed, const uint8_t *data, size_t len) {
   sg_call *call = ud;
   char msg[192];
   uint8_t *plain = NULL;
+  size_t plain_len = 0;
   if (compressed) {
     if (call->req_encoding == SG_ENCODING_IDENTITY) {
       sg_call_end(call, SG_STATUS_INTERNAL, "compressed message without grpc-encoding");
       return SG_FRAME_ERR_STOPPED;
     }
-    size_t plain_len;
     int rv = sg_decompress(call->req_encoding, data, len, call->dec.max_len, &plain, &plain_len);
     if (rv != 0) {
       if (rv == SG_COMPRESS_ERR_TOO_LARGE)
@@ -279,14 +287,14 @@ static int on_message(void *ud, int compressed, const uint8_t *data, size_t len)
   }
   char field[96];
   if (sg_pb_check_strings(call->route->input, data, len, field, sizeof(field)) != 0) {
-    free(plain);
+    free_plain(plain, plain_len);
     snprintf(msg, sizeof(msg), "%s: must be UTF-8 text without NUL characters", field);
     sg_call_end(call, SG_STATUS_INVALID_ARGUMENT, msg);
     return SG_FRAME_ERR_STOPPED;
   }
   int over_budget;
   ProtobufCMessage *req = sg_call_unpack(call, data, len, &over_budget);
-  free(plain);
+  free_plain(plain, plain_len);
   if (req == NULL) {
     if (over_budget)
       snprintf(msg, sizeof(msg), "request message needs too much memory to unpack");

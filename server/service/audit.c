@@ -82,9 +82,16 @@ static int read_filters(sg_op *o, const list_request *req, int *by) {
   }
   if (req->since[0] != '\0' && sg_validate_time("since", req->since, err, len) != 0)
     return -1;
-  if (req->kind[0] != '\0' && strcmp(req->kind, "proxy") != 0 &&
-      strcmp(req->kind, "management") != 0) {
-    snprintf(err, len, "kind: must be \"proxy\", \"management\" or empty (both)");
+  /* Proxy decisions by default: a client written before management events existed sees
+   * only the decisions it knows (SPEC §2). */
+  if (req->kind[0] == '\0' || strcmp(req->kind, "proxy") == 0)
+    *by += AUDIT_proxy * AUDIT_KIND_STRIDE;
+  else if (strcmp(req->kind, "management") == 0)
+    *by += AUDIT_mgmt * AUDIT_KIND_STRIDE;
+  else if (strcmp(req->kind, "all") == 0)
+    *by += AUDIT_all * AUDIT_KIND_STRIDE;
+  else {
+    snprintf(err, len, "kind: must be \"proxy\" (or empty), \"management\" or \"all\"");
     return -1;
   }
   return 0;
@@ -106,7 +113,6 @@ static void list_authed(sg_call *call, void *arg, const char *org) {
   o->values[5] = req->store_id;
   o->values[6] = req->secret_name;
   o->values[7] = req->since[0] != '\0' ? req->since : "-infinity";
-  o->values[8] = req->kind;
   sg_db_exec(sg_db_local(), Q_AUDIT_LIST + by, o->values, NULL, NULL, listed, o);
 }
 

@@ -44,18 +44,31 @@
 #define AUDIT_BY_STORE_0   "$6 = ''"
 #define AUDIT_BY_SECRET_1  "secret_name = $7"
 #define AUDIT_BY_SECRET_0  "$7 = ''"
-#define AUDIT_LIST_SQL(sandbox, store, secret)                                                     \
+/* The kind of event, spelled out in each statement: literal, so that "management" plans on
+ * the partial index audit_events_changes (WHERE action <> ''). */
+#define AUDIT_KIND_proxy " AND action = ''"
+#define AUDIT_KIND_mgmt  " AND action <> ''"
+#define AUDIT_KIND_all   ""
+#define AUDIT_LIST_SQL(sandbox, store, secret, kind)                                               \
   "SELECT " AUDIT_COLS " FROM audit_events WHERE org_id = $1"                                      \
   " AND " AUDIT_BY_SANDBOX_##sandbox " AND " AUDIT_BY_STORE_##store                                \
-      " AND " AUDIT_BY_SECRET_##secret                                                             \
-      " AND time >= $8::timestamptz"                                                               \
-      " AND ($9 = '' OR (action <> '') = ($9 = 'management'))"                                     \
+      " AND " AUDIT_BY_SECRET_##secret " AND time >= $8::timestamptz" AUDIT_KIND_##kind            \
       " AND (time, id) > ($2::timestamp AT TIME ZONE 'UTC', $3::uuid) ORDER BY time, id LIMIT $4"
 #define AUDIT_BITS(sandbox, store, secret)                                                         \
   ((sandbox)*AUDIT_BY_SANDBOX + (store)*AUDIT_BY_STORE + (secret)*AUDIT_BY_SECRET)
-#define AUDIT_LIST(sandbox, store, secret, name)                                                   \
-  [Q_AUDIT_LIST +                                                                                  \
-      AUDIT_BITS(sandbox, store, secret)] = {name, AUDIT_LIST_SQL(sandbox, store, secret), 9}
+#define AUDIT_LIST(kind, sandbox, store, secret, name)                                             \
+  [Q_AUDIT_LIST + AUDIT_##kind * AUDIT_KIND_STRIDE + AUDIT_BITS(sandbox, store, secret)] = {       \
+      name, AUDIT_LIST_SQL(sandbox, store, secret, kind), 8}
+/* The eight filter combinations of one kind. */
+#define AUDIT_LISTS(kind)                                                                          \
+  AUDIT_LIST(kind, 0, 0, 0, "audit_list_" #kind),                                                  \
+      AUDIT_LIST(kind, 1, 0, 0, "audit_list_" #kind "_sb"),                                        \
+      AUDIT_LIST(kind, 0, 1, 0, "audit_list_" #kind "_st"),                                        \
+      AUDIT_LIST(kind, 1, 1, 0, "audit_list_" #kind "_st_sb"),                                     \
+      AUDIT_LIST(kind, 0, 0, 1, "audit_list_" #kind "_se"),                                        \
+      AUDIT_LIST(kind, 1, 0, 1, "audit_list_" #kind "_se_sb"),                                     \
+      AUDIT_LIST(kind, 0, 1, 1, "audit_list_" #kind "_se_st"),                                     \
+      AUDIT_LIST(kind, 1, 1, 1, "audit_list_" #kind "_se_st_sb")
 
 const sg_db_stmt sg_queries[Q_COUNT] = {
     [Q_AUTH_KEY] = {"auth_key",
@@ -282,12 +295,7 @@ const sg_db_stmt sg_queries[Q_COUNT] = {
                            "WHERE name = $1 AND org_id = $2 AND deleted_at IS NULL RETURNING id",
                            2},
     /* Oldest first by (time, id): pages are stable and `since` reads a trail forward. */
-    AUDIT_LIST(0, 0, 0, "audit_list"),
-    AUDIT_LIST(1, 0, 0, "audit_list_sb"),
-    AUDIT_LIST(0, 1, 0, "audit_list_st"),
-    AUDIT_LIST(1, 1, 0, "audit_list_st_sb"),
-    AUDIT_LIST(0, 0, 1, "audit_list_se"),
-    AUDIT_LIST(1, 0, 1, "audit_list_se_sb"),
-    AUDIT_LIST(0, 1, 1, "audit_list_se_st"),
-    AUDIT_LIST(1, 1, 1, "audit_list_se_st_sb"),
+    AUDIT_LISTS(proxy),
+    AUDIT_LISTS(mgmt),
+    AUDIT_LISTS(all),
 };

@@ -38,14 +38,16 @@ enum {
   Q_SNAPSHOT_LIST,     /* $1 org -> snapshots */
   Q_SNAPSHOT_DELETE,   /* $1 name, $2 org -> id */
   /* $1 org, $2 after time, $3 after id, $4 limit, $5 sandbox, $6 store, $7 secret name, $8
-   * since, $9 kind ("", "proxy" or "management") -> events. One statement per combination of
-   * filters, Q_AUDIT_LIST + AUDIT_BY_* bits (a filter left out is passed as "" and not looked at),
-   * so each has a plan on its index. */
+   * since -> events. One statement per kind and combination of filters,
+   * Q_AUDIT_LIST + AUDIT_<kind> * AUDIT_KIND_STRIDE + AUDIT_BY_* bits (a filter left out is
+   * passed as "" and not looked at), so each has a plan on its index. */
   Q_AUDIT_LIST,
-  Q_AUDIT_LIST_LAST = Q_AUDIT_LIST + 7,
+  Q_AUDIT_LIST_LAST = Q_AUDIT_LIST + 23,
   Q_COUNT
 };
-enum { AUDIT_BY_SANDBOX = 1, AUDIT_BY_STORE = 2, AUDIT_BY_SECRET = 4 };
+enum { AUDIT_BY_SANDBOX = 1, AUDIT_BY_STORE = 2, AUDIT_BY_SECRET = 4, AUDIT_KIND_STRIDE = 8 };
+/* ListAuditEvents' kind: the proxy's decisions (the default), management calls, or both. */
+enum { AUDIT_proxy = 0, AUDIT_mgmt = 1, AUDIT_all = 2 };
 
 extern const sg_db_stmt sg_queries[Q_COUNT];
 

@@ -97,7 +97,9 @@ static void reread(void *arg, PGresult *res) {
   e.version = st->version;
   e.allowed_hosts = st->host_list;
   e.n_allowed_hosts = st->n_hosts;
-  secret_set(st, st->version == 1); /* overtaken: a later version exists, so it existed */
+  /* Overtaken: a later version (a concurrent SetSecret) is what stands, and that call records
+   * the creation if there was one; this version existed too, briefly or not at all. */
+  secret_set(st, 0);
   sg_call_reply(o->call, &e.base);
 }
 

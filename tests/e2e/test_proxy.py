@@ -1268,11 +1268,11 @@ class ProxyAuthTest(SubstitutionBase):
                     self.assertProxyAuthRequired(r, name)
         # The same sandbox with its credential: through.
         self.assertOk(https(sandbox, ANTHROPIC, self.path()))
-        # A wrong secret for an existing sandbox is in its organization's audit trail (the
-        # other cases name no sandbox of the organization).
-        events = self.wait_audit(sandbox.id, decision="denied",
-                                 reason="proxy credential not valid")
-        self.assertEqual({e.host for e in events}, {ANTHROPIC})
+        # Not audited: whoever knows a sandbox id could otherwise write rows of their choosing
+        # into its organization's trail (the holder of the credential is not the caller).
+        time.sleep(0.3)  # the audit writer flushes about every 100 ms
+        self.assertEqual([e for e in self.api.audit_events(sandbox.id)
+                          if e.reason == "proxy credential not valid"], [])
 
     def test_a_deleted_sandboxs_credential_is_407(self):
         # Strict reading: "after DeleteSandbox every token is dead" within the second a cache

@@ -141,10 +141,23 @@ Test(ratelimit, a_key_that_finds_no_place_shares_the_overflow_bucket_and_bypasse
   cr_assert_eq(admitted(rl, y, T0), 0); /* the same overflow bucket, spent */
   cr_assert_eq(sg_ratelimit_keys(rl), SG_RATELIMIT_WAYS);
   cr_assert_gt(sg_ratelimit_take(rl, x, T0 + 50 * MS), 0);
-  /* Places free up once the eight are idle, but x does not get a fresh burst out of moving:
-   * its new place starts with the overflow bucket's debt. */
+  /* Places free up once the eight are idle: x gets one of its own, with one burst. */
   cr_assert_eq(admitted(rl, x, T0 + 300 * MS), 3);
   cr_assert_eq(admitted(rl, x, T0 + 300 * MS), 0);
+  sg_ratelimit_free(rl);
+}
+
+Test(ratelimit, a_new_key_never_inherits_the_overflow_buckets_debt) {
+  sg_ratelimit *rl = small(10, 3);
+  uint8_t x[SG_RATELIMIT_KEY_LEN], z[SG_RATELIMIT_KEY_LEN];
+  fill_set(rl, 9, T0);
+  key(x, 9, 0, 1);
+  key(z, 9, 0, 3);
+  cr_assert_eq(admitted(rl, x, T0), 3);          /* the overflow bucket, spent */
+  cr_assert_gt(sg_ratelimit_take(rl, x, T0), 0); /* and refused: still in debt */
+  /* At T0 + 200 ms the eight are idle (their buckets are full again) while the overflow
+   * bucket is still 100 ms in debt: z, a key never seen, takes a place with a full burst. */
+  cr_assert_eq(admitted(rl, z, T0 + 200 * MS), 3);
   sg_ratelimit_free(rl);
 }
 
