@@ -13,8 +13,8 @@
 #include "rpc/call.h"
 
 /* The resource a call changed; NULL or 0 for what does not apply. |resource| names it in
- * full, "stores/<id>", "stores/<id>/secrets/<name>", "sandboxes/<id>",
- * "sandboxes/<id>/checkpoints/<id>" or "snapshots/<name>". */
+ * full: "sandboxes/<id>/checkpoints/<id>" or "snapshots/<name>"; left NULL, it is derived
+ * from the ids: "stores/<id>/secrets/<name>", "stores/<id>" or "sandboxes/<id>". */
 typedef struct {
   const char *store_id;
   const char *secret_name;

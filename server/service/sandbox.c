@@ -88,6 +88,12 @@ static void changed(sg_op *o, sg_audit_decision what, const char *id, const char
   sg_change_record(o->call, o->org, what, &c);
 }
 
+/* Records a change of sandbox |id| itself. */
+static void sandbox_changed(sg_op *o, sg_audit_decision what, const char *id) {
+  sg_change c = {.sandbox_id = id};
+  sg_change_record(o->call, o->org, what, &c);
+}
+
 static char *sandbox_not_found(sg_op *o, const char *id) {
   return sg_arena_printf(sg_call_arena(o->call), "sandbox %.64s not found", id);
 }
@@ -281,7 +287,7 @@ static void created(void *arg, PGresult *res) {
   sandbox_msg s;
   if (sandbox_from_row(o, res, 0, st->inner, &s) != 0)
     return;
-  changed(o, SG_AUDIT_CREATED, s.id, "sandboxes/%s", s.id);
+  sandbox_changed(o, SG_AUDIT_CREATED, s.id);
   sg_call_reply(o->call, &s.base);
 }
 
@@ -659,7 +665,7 @@ static void stopped(void *arg, PGresult *res) {
   const char *id = ((const Sealgate__V1__DeleteSandboxRequest *)o->req)->sandbox_id;
   if (sg_db_changed(res)) {
     if (PQgetvalue(res, 0, 1)[0] == 't') /* this call stopped it, not an earlier one */
-      changed(o, SG_AUDIT_DELETED, PQgetvalue(res, 0, 0), "sandboxes/%s", PQgetvalue(res, 0, 0));
+      sandbox_changed(o, SG_AUDIT_DELETED, PQgetvalue(res, 0, 0));
     sg_gen_bump(SG_GEN_SANDBOXES); /* this node's proxy views at once; others on the notification */
     if (sg_local_runtime_on())
       sg_local_runtime_remove("sandboxes", PQgetvalue(res, 0, 0));

@@ -39,11 +39,7 @@ typedef struct {
 /* Records a change of secret |name| in store |store_id| in the audit trail. */
 static void secret_changed(op *o, sg_audit_decision what, const char *store_id, const char *name,
                            uint64_t version) {
-  sg_change c = {
-      .store_id = store_id,
-      .secret_name = name,
-      .secret_version = version,
-      .resource = sg_arena_printf(sg_call_arena(o->call), "stores/%s/secrets/%s", store_id, name)};
+  sg_change c = {.store_id = store_id, .secret_name = name, .secret_version = version};
   sg_change_record(o->call, o->org, what, &c);
 }
 

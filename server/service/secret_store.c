@@ -41,8 +41,7 @@ static int store_from_row(op *o, const PGresult *res, int row, Sealgate__V1__Sec
 
 /* Records the change of store |id| in the audit trail. */
 static void store_changed(op *o, sg_audit_decision what, const char *id) {
-  sg_change c = {.store_id = id,
-                 .resource = sg_arena_printf(sg_call_arena(o->call), "stores/%s", id)};
+  sg_change c = {.store_id = id};
   sg_change_record(o->call, o->org, what, &c);
 }
 

@@ -150,4 +150,21 @@ static inline void fuzz_buf_free(fuzz_buf *b) {
   b->len = b->cap = 0;
 }
 
+/* An output callback's sink: collects what a codec emits and, to check that a failing sink
+ * stops it for good, fails with FUZZ_SINK_FAILED once |fail_after| bytes have come (0: never).
+ * Codecs must not emit empty pieces. */
+#define FUZZ_SINK_FAILED (-77)
+
+typedef struct {
+  fuzz_buf out;
+  size_t fail_after;
+} fuzz_sink;
+
+static inline int fuzz_sink_emit(void *arg, const char *data, size_t len) {
+  fuzz_sink *s = arg;
+  FUZZ_CHECK(len > 0);
+  fuzz_buf_add(&s->out, data, len);
+  return s->fail_after && s->out.len >= s->fail_after ? FUZZ_SINK_FAILED : 0;
+}
+
 #endif

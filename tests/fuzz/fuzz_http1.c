@@ -176,17 +176,7 @@ static void fuzz_head(const char *buf, size_t len, int response, int head, size_
     FUZZ_CHECK(rc == full);
 }
 
-typedef struct {
-  fuzz_buf out;
-  size_t fail_after; /* the sink fails once this many bytes have come, 0: never */
-} sink;
-
-static int on_data(void *arg, const char *data, size_t len) {
-  sink *s = arg;
-  FUZZ_CHECK(len > 0);
-  fuzz_buf_add(&s->out, data, len);
-  return s->fail_after && s->out.len >= s->fail_after ? -42 : 0;
-}
+typedef fuzz_sink sink;
 
 typedef struct {
   ssize_t rc; /* the error, or 0 */
@@ -203,12 +193,12 @@ static chunk_outcome dechunk(const char *in, size_t len, uint64_t max_chunk, fuz
   do {
     size_t n = rng ? fuzz_piece(rng, len - off) : len - off;
     char *piece = fuzz_copy(in + off, n);
-    ssize_t rc = sg_h1_chunked_decode(&d, piece, n, on_data, s);
+    ssize_t rc = sg_h1_chunked_decode(&d, piece, n, fuzz_sink_emit, s);
     free(piece);
     if (rc < 0) {
       o.rc = rc;
       FUZZ_CHECK(sg_h1_chunked_why(&d) != NULL);
-      FUZZ_CHECK(sg_h1_chunked_decode(&d, "0\r\n\r\n", 5, on_data, s) == rc);
+      FUZZ_CHECK(sg_h1_chunked_decode(&d, "0\r\n\r\n", 5, fuzz_sink_emit, s) == rc);
       break;
     }
     FUZZ_CHECK((size_t)rc <= n);
@@ -233,7 +223,8 @@ static void fuzz_chunked(const char *in, size_t len, uint64_t max_chunk, size_t 
     FUZZ_CHECK(w.consumed == s.consumed);
   if (w.rc == 0)
     FUZZ_CHECK(fuzz_buf_eq(&whole.out, &split.out));
-  if (w.rc == -42) { /* the sink stops at a run boundary, which depends on the pieces */
+  if (w.rc ==
+      FUZZ_SINK_FAILED) { /* the sink stops at a run boundary, which depends on the pieces */
     size_t n = whole.out.len < split.out.len ? whole.out.len : split.out.len;
     FUZZ_CHECK(n >= fail_after && memcmp(whole.out.data, split.out.data, n) == 0);
   }

@@ -89,23 +89,13 @@ static void reference(const char *in, size_t len, fuzz_buf *out, size_t *count, 
   }
 }
 
-typedef struct {
-  fuzz_buf out;
-  size_t fail_after; /* fail once this many bytes have come; 0: never */
-} sink;
-
-static int emit(void *arg, const char *data, size_t len) {
-  sink *s = arg;
-  FUZZ_CHECK(len > 0);
-  fuzz_buf_add(&s->out, data, len);
-  return s->fail_after && s->out.len >= s->fail_after ? -9 : 0;
-}
+typedef fuzz_sink sink;
 
 /* Feeds |in| in pieces (one piece when |rng| is NULL). Returns the first error or 0. */
 static int stream(const char *in, size_t len, fuzz_rng *rng, lookup_state *st, sink *k,
                   size_t *count) {
   sg_scanner s;
-  sg_scan_init(&s, lookup, st, emit, k);
+  sg_scan_init(&s, lookup, st, fuzz_sink_emit, k);
   size_t off = 0;
   int rc = 0;
   do {
@@ -189,7 +179,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     sink failing = {{0}, 1 + fail % ref.len};
     size_t count;
     int rc = stream(s, text.len, &rng, &st, &failing, &count);
-    FUZZ_CHECK(rc == -9);
+    FUZZ_CHECK(rc == FUZZ_SINK_FAILED);
     FUZZ_CHECK(failing.out.len <= ref.len &&
                memcmp(failing.out.data, ref.data, failing.out.len) == 0);
     fuzz_buf_free(&failing.out);
